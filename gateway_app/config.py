@@ -44,13 +44,11 @@ class ConfigError(Exception):
 class SecretRef:
     """A reference to a secret; the value is resolved once and never printed."""
 
-    __slots__ = ("ref", "_value")
+    __slots__ = ("_value", "ref")
 
     def __init__(self, ref: str):
         if not isinstance(ref, str) or not _SECRET_REF.match(ref):
-            raise ValueError(
-                "must be a secret reference: env.NAME, file.PATH or literal.VALUE"
-            )
+            raise ValueError("must be a secret reference: env.NAME, file.PATH or literal.VALUE")
         self.ref = ref
         self._value: str | None = None
 
@@ -298,17 +296,21 @@ def _cross_checks(settings: GatewaySettings) -> list[tuple[str, str]]:
             provider = providers.get(route.provider)
             if provider is None:
                 problems.append(
-                    (f"{path}.provider", f"unknown provider '{route.provider}'; "
-                     f"declared: {', '.join(sorted(providers))}")
+                    (
+                        f"{path}.provider",
+                        f"unknown provider '{route.provider}'; declared: {', '.join(sorted(providers))}",
+                    )
                 )
                 continue
             if provider.type == "gcp_vertex" and not re.fullmatch(
                 r"[a-z0-9-]+/[A-Za-z0-9._@-]+", route.upstream_model
             ):
                 problems.append(
-                    (f"{path}.upstream_model",
-                     f"Vertex routes must name <publisher>/<model_id> (e.g. google/gemini-2.0-flash); "
-                     f"got '{route.upstream_model}'")
+                    (
+                        f"{path}.upstream_model",
+                        f"Vertex routes must name <publisher>/<model_id> (e.g. google/gemini-2.0-flash); "
+                        f"got '{route.upstream_model}'",
+                    )
                 )
     granted = seen_models
     for si, account in enumerate(settings.service_accounts):
@@ -317,15 +319,16 @@ def _cross_checks(settings: GatewaySettings) -> list[tuple[str, str]]:
                 for model_name in key.models:
                     if model_name not in granted:
                         problems.append(
-                            (f"service_accounts[{si}].keys[{ki}].models",
-                             f"grants unknown model '{model_name}'")
+                            (
+                                f"service_accounts[{si}].keys[{ki}].models",
+                                f"grants unknown model '{model_name}'",
+                            )
                         )
     from gateway_app.pricing import unknown_pricing_ids  # late: pricing imports config types
 
     for pi, provider_id in unknown_pricing_ids(settings):
         problems.append(
-            (f"providers[{pi}].pricing_provider_id",
-             f"'{provider_id}' is not in the bundled pricing catalog")
+            (f"providers[{pi}].pricing_provider_id", f"'{provider_id}' is not in the bundled pricing catalog")
         )
     return problems
 

@@ -48,7 +48,9 @@ class Price:
     output_per_mtok: float
 
 
-def lookup(pricing_provider_id: str | None, upstream_model: str, route: RouteSettings | None = None) -> Price | None:
+def lookup(
+    pricing_provider_id: str | None, upstream_model: str, route: RouteSettings | None = None
+) -> Price | None:
     if route is not None and route.input_usd_per_mtok is not None:
         return Price(route.input_usd_per_mtok, route.output_usd_per_mtok or 0.0)
     models = CATALOG.get(pricing_provider_id or "")
@@ -58,7 +60,9 @@ def lookup(pricing_provider_id: str | None, upstream_model: str, route: RouteSet
     return Price(*pair) if pair else None
 
 
-def cost_micros(price: Price | None, prompt_tokens: int | None, completion_tokens: int | None) -> tuple[int, str]:
+def cost_micros(
+    price: Price | None, prompt_tokens: int | None, completion_tokens: int | None
+) -> tuple[int, str]:
     """(cost in micro-USD, pricing status) for one request's usage."""
     if prompt_tokens is None and completion_tokens is None:
         return 0, USAGE_MISSING
