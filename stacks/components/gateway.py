@@ -1,0 +1,297 @@
+"""The gateway itself: config, ServiceAccount, migration and one-off Jobs, Deployment, Service, Ingress."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from stacks.gateway_config import CONFIG_DIR, CONFIG_PATH, PORT, config_checksum, config_yaml
+from stacks.k8s import (
+    APP_NAME,
+    GATEWAY_UID,
+    checkov_skips,
+    container_security_context,
+    labels,
+    pod_security_context,
+    selector,
+)
+from stacks.scheduling import node_pool_placement, server_placement
+from stacks.settings import StackSettings
+
+PRE_STOP_SLEEP_SECONDS = 5
+# Room after the drain for the process to exit before SIGKILL.
+EXIT_MARGIN_SECONDS = 5
+CONFIG_MAP_NAME = f"{APP_NAME}-config"
+SERVICE_PORT = 80
+
+
+@dataclass(frozen=True)
+class GatewayArgs:
+    settings: StackSettings
+    secret_name: str
+    # Resources the pods need before they start: the gateway Secret (or its ExternalSecret) and the database.
+    prerequisites: list[pulumi.Resource]
+
+
+def _container_skips(settings: StackSettings) -> dict[str, str]:
+    reasons = {
+        "CKV_K8S_35": "the gateway contract reads secrets as env.NAME references from the pod "
+        "environment; values come from a Secret via envFrom, never from the ConfigMap"
+    }
+    if settings.image_digest is None:
+        reasons["CKV_K8S_43"] = "this stack pins the image by an immutable release tag (imageTag)"
+    return reasons
+
+
+class Gateway(pulumi.ComponentResource):
+    deployment_name: str
+    service_name: str
+
+    def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-gateway:stack:Gateway", name, None, opts)
+        self._settings = settings = args.settings
+        self._secret_name = args.secret_name
+        self._checksum = config_checksum(settings.gateway)
+        self.deployment_name = APP_NAME
+        self.service_name = APP_NAME
+        child = pulumi.ResourceOptions(parent=self)
+        ns = settings.namespace
+
+        config_map = k8s.core.v1.ConfigMap(
+            "gateway-config",
+            metadata={"name": CONFIG_MAP_NAME, "namespace": ns, "labels": labels("server")},
+            data={"config.yaml": config_yaml(settings.gateway)},
+            opts=child,
+        )
+        service_account_annotations = (
+            {"eks.amazonaws.com/role-arn": settings.aws.irsa_role_arn} if settings.aws.irsa_role_arn else {}
+        )
+        service_account = k8s.core.v1.ServiceAccount(
+            "gateway-service-account",
+            metadata={
+                "name": APP_NAME,
+                "namespace": ns,
+                "labels": labels("server"),
+                "annotations": service_account_annotations,
+            },
+            # The gateway never calls the Kubernetes API.
+            automount_service_account_token=False,
+            opts=child,
+        )
+        before_pods = pulumi.ResourceOptions.merge(
+            child, pulumi.ResourceOptions(depends_on=[config_map, service_account, *args.prerequisites])
+        )
+        migrate = self._job("migrate", ["migrate", "--apply"], ttl=False, opts=before_pods)
+        after_migrate = pulumi.ResourceOptions.merge(
+            before_pods, pulumi.ResourceOptions(depends_on=[migrate])
+        )
+        if settings.jobs.bootstrap_admin:
+            self._job("bootstrap-admin", ["bootstrap-admin"], ttl=True, opts=after_migrate)
+        if settings.jobs.seed:
+            self._job("seed", ["seed-config"], ttl=True, opts=after_migrate)
+        # The migration Job must complete before new pods roll: pods run with migrations: check.
+        self._deployment(after_migrate)
+        service = k8s.core.v1.Service(
+            "gateway-service",
+            metadata={"name": APP_NAME, "namespace": ns, "labels": labels("server")},
+            spec={
+                "type": "ClusterIP",
+                "selector": selector("server"),
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            },
+            opts=child,
+        )
+        if settings.ingress.enabled:
+            self._ingress(pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[service])))
+        self.register_outputs(
+            {
+                "deploymentName": self.deployment_name,
+                "serviceName": self.service_name,
+                "configChecksum": self._checksum,
+                "image": settings.image_ref,
+            }
+        )
+
+    def _pod_spec(self, container: dict[str, Any], restart_policy: str) -> dict[str, Any]:
+        return {
+            "serviceAccountName": APP_NAME,
+            "automountServiceAccountToken": False,
+            "restartPolicy": restart_policy,
+            "securityContext": pod_security_context(GATEWAY_UID),
+            "containers": [container],
+            "volumes": [
+                {
+                    "name": "config",
+                    "configMap": {
+                        "name": CONFIG_MAP_NAME,
+                        "items": [{"key": "config.yaml", "path": "config.yaml"}],
+                    },
+                },
+                # The only writable path: the root filesystem is read-only.
+                {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+            ],
+        }
+
+    def _container(self, name: str, command_args: list[str]) -> dict[str, Any]:
+        settings = self._settings
+        resources = settings.gateway.resources
+        limits = {"memory": resources.memory_limit}
+        if resources.cpu_limit:
+            limits["cpu"] = resources.cpu_limit
+        return {
+            "name": name,
+            "image": settings.image_ref,
+            # A digest never changes; a tag is re-checked so every node runs what the registry says.
+            "imagePullPolicy": "IfNotPresent" if settings.image_digest else "Always",
+            "command": ["gateway"],
+            "args": [*command_args, "--config", CONFIG_PATH],
+            "envFrom": [{"secretRef": {"name": self._secret_name}}],
+            "resources": {
+                "requests": {"cpu": resources.requests.cpu, "memory": resources.requests.memory},
+                "limits": limits,
+            },
+            "securityContext": container_security_context(GATEWAY_UID),
+            "volumeMounts": [
+                {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        }
+
+    def _job(
+        self, purpose: str, command_args: list[str], ttl: bool, opts: pulumi.ResourceOptions
+    ) -> k8s.batch.v1.Job:
+        settings = self._settings
+        # Jobs are immutable: a new image or config gets a new Job, so each release migrates once.
+        revision = hashlib.sha256(f"{settings.image_ref}\n{self._checksum}".encode()).hexdigest()[:10]
+        job_labels = labels(purpose)
+        spec: dict[str, Any] = {
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": 900,
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": {
+                    **self._pod_spec(self._container(purpose, command_args), "Never"),
+                    **node_pool_placement(settings.scheduling),
+                },
+            },
+        }
+        if ttl:
+            spec["ttlSecondsAfterFinished"] = settings.jobs.ttl_seconds_after_finished
+        return k8s.batch.v1.Job(
+            f"{purpose}-job",
+            metadata={
+                "name": f"{APP_NAME}-{purpose}-{revision}",
+                "namespace": settings.namespace,
+                "labels": job_labels,
+                "annotations": checkov_skips(_container_skips(settings)),
+            },
+            spec=spec,
+            opts=opts,
+        )
+
+    def _deployment(self, opts: pulumi.ResourceOptions) -> k8s.apps.v1.Deployment:
+        settings = self._settings
+        sched, grace = settings.scheduling, settings.gateway.shutdown_grace_seconds
+        container = {
+            **self._container("gateway", ["serve"]),
+            "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+            "startupProbe": {
+                "httpGet": {"path": "/healthz", "port": "http"},
+                "periodSeconds": 2,
+                "failureThreshold": 30,
+                "timeoutSeconds": 2,
+            },
+            "livenessProbe": {
+                "httpGet": {"path": "/healthz", "port": "http"},
+                "periodSeconds": 10,
+                "failureThreshold": 3,
+                "timeoutSeconds": 2,
+            },
+            # 503 while the database is unreachable or the schema is not current.
+            "readinessProbe": {
+                "httpGet": {"path": "/readyz", "port": "http"},
+                "periodSeconds": 5,
+                "failureThreshold": 2,
+                "timeoutSeconds": 2,
+            },
+            # The sleep lets endpoints drop the pod before SIGTERM starts the drain.
+            "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+        }
+        pod_spec = {
+            **self._pod_spec(container, "Always"),
+            **server_placement(sched, selector("server")),
+            "terminationGracePeriodSeconds": PRE_STOP_SLEEP_SECONDS + grace + EXIT_MARGIN_SECONDS,
+        }
+        spec: dict[str, Any] = {
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector("server")},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": sched.max_surge},
+            },
+            "minReadySeconds": 5,
+            "progressDeadlineSeconds": 600,
+            "template": {
+                # The checksum changes with the config, so a config change rolls the pods.
+                "metadata": {"labels": labels("server"), "annotations": {"checksum/config": self._checksum}},
+                "spec": pod_spec,
+            },
+        }
+        # With an HPA, the HPA owns the replica count; declaring it here would fight every scale.
+        if sched.autoscaling is None:
+            spec["replicas"] = sched.min_replicas
+        return k8s.apps.v1.Deployment(
+            "gateway-deployment",
+            metadata={
+                "name": self.deployment_name,
+                "namespace": settings.namespace,
+                "labels": labels("server"),
+                "annotations": checkov_skips(_container_skips(settings)),
+            },
+            spec=spec,
+            opts=opts,
+        )
+
+    def _ingress(self, opts: pulumi.ResourceOptions) -> k8s.networking.v1.Ingress:
+        settings = self._settings
+        ingress = settings.ingress
+        spec: dict[str, Any] = {
+            "ingressClassName": ingress.class_name,
+            "rules": [
+                {
+                    "host": ingress.host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": self.service_name, "port": {"name": "http"}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        }
+        if ingress.tls_secret_name:
+            spec["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret_name}]
+        timeout = str(int(settings.gateway.request_timeout_seconds) + 10)
+        return k8s.networking.v1.Ingress(
+            "gateway-ingress",
+            metadata={
+                "name": APP_NAME,
+                "namespace": settings.namespace,
+                "labels": labels("server"),
+                # Streamed completions: no proxy buffering, and reads outlast the request timeout.
+                "annotations": {
+                    "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+                    "nginx.ingress.kubernetes.io/proxy-read-timeout": timeout,
+                    "nginx.ingress.kubernetes.io/proxy-send-timeout": timeout,
+                },
+            },
+            spec=spec,
+            opts=opts,
+        )

@@ -1,0 +1,50 @@
+"""Prometheus integration: a ServiceMonitor for /metrics and the gateway's alert rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from stacks.k8s import APP_NAME, labels, selector
+from stacks.settings import ObservabilitySettings
+
+
+@dataclass(frozen=True)
+class ObservabilityArgs:
+    settings: ObservabilitySettings
+    namespace: str
+    # Checked to exist by the settings; read here so the rules ship verbatim.
+    alert_rules_file: Path
+
+
+class Observability(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-gateway:stack:Observability", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        if args.settings.service_monitor:
+            k8s.apiextensions.CustomResource(
+                "gateway-service-monitor",
+                api_version="monitoring.coreos.com/v1",
+                kind="ServiceMonitor",
+                metadata={"name": APP_NAME, "namespace": args.namespace, "labels": labels("monitoring")},
+                spec={
+                    "selector": {"matchLabels": selector("server")},
+                    "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+                },
+                opts=child,
+            )
+        if args.settings.prometheus_rule:
+            rules = yaml.safe_load(args.alert_rules_file.read_text())
+            k8s.apiextensions.CustomResource(
+                "gateway-prometheus-rule",
+                api_version="monitoring.coreos.com/v1",
+                kind="PrometheusRule",
+                metadata={"name": APP_NAME, "namespace": args.namespace, "labels": labels("monitoring")},
+                spec={"groups": rules["groups"]},
+                opts=child,
+            )
+        self.register_outputs({})

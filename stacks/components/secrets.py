@@ -1,0 +1,127 @@
+"""The gateway's secrets: generated where not supplied, kept in a Kubernetes Secret or Secrets Manager."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+from pulumi_aws import secretsmanager
+
+from stacks.gateway_config import (
+    BOOTSTRAP_ADMIN_PASSWORD_ENV,
+    DATABASE_URL_ENV,
+    ENCRYPTION_KEY_ENV,
+    SEED_KEY_ENV,
+)
+from stacks.k8s import labels
+from stacks.settings import GatewayAppSettings, SecretsSettings, SuppliedSecrets
+
+SECRET_NAME = "llm-gateway-env"
+
+
+@dataclass(frozen=True)
+class GatewaySecretsArgs:
+    settings: SecretsSettings
+    app: GatewayAppSettings
+    namespace: str
+    stack: str
+    database_url: pulumi.Output[str]
+    supplied: SuppliedSecrets
+
+
+class GatewaySecrets(pulumi.ComponentResource):
+    """Makes the Kubernetes Secret ``secret_name`` hold every env var the gateway config refers to."""
+
+    secret_name: str
+    # What the pods must wait for: the Secret, or the ExternalSecret that creates it.
+    ready: list[pulumi.Resource]
+
+    def __init__(self, name: str, args: GatewaySecretsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-gateway:stack:GatewaySecrets", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        values = self._values(args, child)
+        self.secret_name = SECRET_NAME
+        if args.settings.backend == "kubernetes":
+            provider_keys = args.supplied.provider_api_keys or pulumi.Output.secret({})
+            everything = pulumi.Output.all(values, provider_keys).apply(
+                lambda both: {**both[0], **{env: both[1][env] for env in args.app.provider_key_envs}}
+            )
+            secret = k8s.core.v1.Secret(
+                "gateway-env",
+                metadata={"name": SECRET_NAME, "namespace": args.namespace, "labels": labels("secrets")},
+                type="Opaque",
+                string_data=pulumi.Output.secret(everything),
+                opts=child,
+            )
+            self.ready = [secret]
+        else:
+            self.ready = [self._secrets_manager(args, values, child)]
+        self.register_outputs({"secretName": self.secret_name})
+
+    @staticmethod
+    def _values(args: GatewaySecretsArgs, opts: pulumi.ResourceOptions) -> pulumi.Output[dict[str, str]]:
+        supplied = args.supplied
+        values: dict[str, pulumi.Input[str]] = {
+            DATABASE_URL_ENV: args.database_url,
+            ENCRYPTION_KEY_ENV: supplied.encryption_key
+            or random.RandomPassword("encryption-key", length=64, special=False, opts=opts).result,
+        }
+        if args.app.bootstrap_admin_email:
+            values[BOOTSTRAP_ADMIN_PASSWORD_ENV] = (
+                supplied.bootstrap_admin_password
+                or random.RandomPassword(
+                    "bootstrap-admin-password", length=24, special=True, override_special="-_.,:+", opts=opts
+                ).result
+            )
+        if args.app.seed_service_account:
+            values[SEED_KEY_ENV] = supplied.seed_key or GatewaySecrets._generated_seed_key(opts)
+        return pulumi.Output.secret(pulumi.Output.all(**values))
+
+    @staticmethod
+    def _generated_seed_key(opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        # The gateway key format: gwk_<public_id 12 x [a-z0-9]>.<secret 40 x [A-Za-z0-9]>.
+        public_id = random.RandomString(
+            "seed-key-public-id", length=12, special=False, upper=False, opts=opts
+        )
+        secret = random.RandomString("seed-key-secret", length=40, special=False, opts=opts)
+        return pulumi.Output.format("gwk_{0}.{1}", public_id.result, secret.result)
+
+    @staticmethod
+    def _secrets_manager(
+        args: GatewaySecretsArgs, values: pulumi.Output[dict[str, str]], opts: pulumi.ResourceOptions
+    ) -> pulumi.Resource:
+        settings = args.settings
+        stored = secretsmanager.Secret(
+            "gateway-env-secret",
+            name=f"llm-gateway/{args.stack}/gateway",
+            description="LLM gateway environment: database URL, bootstrap admin, seeded key, encryption key",
+            recovery_window_in_days=settings.recovery_window_days,
+            kms_key_id=settings.kms_key_id,
+            tags={"app": "llm-gateway", "stack": args.stack},
+            opts=opts,
+        )
+        version = secretsmanager.SecretVersion(
+            "gateway-env-secret-version",
+            secret_id=stored.id,
+            secret_string=pulumi.Output.secret(values.apply(lambda v: json.dumps(v, sort_keys=True))),
+            opts=opts,
+        )
+        sources = [{"extract": {"key": stored.name}}]
+        if settings.provider_keys_secret:
+            sources.append({"extract": {"key": settings.provider_keys_secret}})
+        return k8s.apiextensions.CustomResource(
+            "gateway-env-external-secret",
+            api_version="external-secrets.io/v1",
+            kind="ExternalSecret",
+            metadata={"name": SECRET_NAME, "namespace": args.namespace, "labels": labels("secrets")},
+            spec={
+                "refreshInterval": settings.refresh_interval,
+                "secretStoreRef": {"kind": "ClusterSecretStore", "name": settings.secret_store},
+                "target": {"name": SECRET_NAME, "creationPolicy": "Owner"},
+                "dataFrom": sources,
+            },
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[version])),
+        )
