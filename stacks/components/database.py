@@ -79,9 +79,11 @@ class Database(pulumi.ComponentResource):
                 "labels": labels("database", IN_CLUSTER_NAME),
             },
             type="Opaque",
-            string_data=pulumi.Output.secret(
-                {"POSTGRES_USER": settings.user, "POSTGRES_DB": settings.name, "POSTGRES_PASSWORD": password}
-            ),
+            string_data={
+                "POSTGRES_USER": settings.user,
+                "POSTGRES_DB": settings.name,
+                "POSTGRES_PASSWORD": password,
+            },
             opts=opts,
         )
         pod_labels = selector("database", IN_CLUSTER_NAME)
@@ -203,7 +205,7 @@ class Database(pulumi.ComponentResource):
                 "labels": labels("database", CNPG_CLUSTER_NAME),
             },
             type="kubernetes.io/basic-auth",
-            string_data=pulumi.Output.secret({"username": settings.user, "password": password}),
+            string_data={"username": settings.user, "password": password},
             opts=opts,
         )
         storage: dict[str, Any] = {"size": cnpg.storage_size}

@@ -46,14 +46,14 @@ class GatewaySecrets(pulumi.ComponentResource):
         self.secret_name = SECRET_NAME
         if args.settings.backend == "kubernetes":
             provider_keys = args.supplied.provider_api_keys or pulumi.Output.secret({})
-            everything = pulumi.Output.all(values, provider_keys).apply(
-                lambda both: {**both[0], **{env: both[1][env] for env in args.app.provider_key_envs}}
-            )
+            for env in args.app.provider_key_envs:
+                values[env] = pulumi.Output.secret(provider_keys.apply(lambda keys, env=env: keys[env]))
             secret = k8s.core.v1.Secret(
                 "gateway-env",
                 metadata={"name": SECRET_NAME, "namespace": args.namespace, "labels": labels("secrets")},
                 type="Opaque",
-                string_data=pulumi.Output.secret(everything),
+                # One secret value per key: the key names stay visible in previews, the values never.
+                string_data=values,
                 opts=child,
             )
             self.ready = [secret]
@@ -62,7 +62,7 @@ class GatewaySecrets(pulumi.ComponentResource):
         self.register_outputs({"secretName": self.secret_name})
 
     @staticmethod
-    def _values(args: GatewaySecretsArgs, opts: pulumi.ResourceOptions) -> pulumi.Output[dict[str, str]]:
+    def _values(args: GatewaySecretsArgs, opts: pulumi.ResourceOptions) -> dict[str, pulumi.Output[str]]:
         supplied = args.supplied
         values: dict[str, pulumi.Input[str]] = {
             DATABASE_URL_ENV: args.database_url,
@@ -78,7 +78,7 @@ class GatewaySecrets(pulumi.ComponentResource):
             )
         if args.app.seed_service_account:
             values[SEED_KEY_ENV] = supplied.seed_key or GatewaySecrets._generated_seed_key(opts)
-        return pulumi.Output.secret(pulumi.Output.all(**values))
+        return {env: pulumi.Output.secret(value) for env, value in values.items()}
 
     @staticmethod
     def _generated_seed_key(opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
@@ -91,7 +91,7 @@ class GatewaySecrets(pulumi.ComponentResource):
 
     @staticmethod
     def _secrets_manager(
-        args: GatewaySecretsArgs, values: pulumi.Output[dict[str, str]], opts: pulumi.ResourceOptions
+        args: GatewaySecretsArgs, values: dict[str, pulumi.Output[str]], opts: pulumi.ResourceOptions
     ) -> pulumi.Resource:
         settings = args.settings
         stored = secretsmanager.Secret(
@@ -106,7 +106,9 @@ class GatewaySecrets(pulumi.ComponentResource):
         version = secretsmanager.SecretVersion(
             "gateway-env-secret-version",
             secret_id=stored.id,
-            secret_string=pulumi.Output.secret(values.apply(lambda v: json.dumps(v, sort_keys=True))),
+            secret_string=pulumi.Output.secret(
+                pulumi.Output.all(**values).apply(lambda v: json.dumps(v, sort_keys=True))
+            ),
             opts=opts,
         )
         sources = [{"extract": {"key": stored.name}}]
