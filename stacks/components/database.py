@@ -248,7 +248,7 @@ class Database(pulumi.ComponentResource):
         args = self._args
         settings, aws_rds = args.settings, args.settings.aws_rds
         identifier = f"llm-gateway-{args.stack}"
-        tags = {"app": "llm-gateway", "stack": args.stack}
+        tags = {"app": "llm-gateway", "stack": args.stack, "production": str(args.production).lower()}
         subnets = rds.SubnetGroup(
             "rds-subnets", name=identifier, subnet_ids=aws_rds.subnet_ids, tags=tags, opts=opts
         )

@@ -42,6 +42,11 @@ def _container_skips(settings: StackSettings) -> dict[str, str]:
         "CKV_K8S_35": "the gateway contract reads secrets as env.NAME references from the pod "
         "environment; values come from a Secret via envFrom, never from the ConfigMap"
     }
+    if settings.gateway.resources.cpu_limit is None:
+        reasons["CKV_K8S_11"] = (
+            "no CPU limit by design: CFS throttling stalls streamed responses; the CPU request "
+            "reserves capacity and the HPA scales on it"
+        )
     if settings.image_digest is None:
         reasons["CKV_K8S_43"] = "this stack pins the image by an immutable release tag (imageTag)"
     return reasons

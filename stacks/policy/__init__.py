@@ -1,0 +1,1 @@
+"""CrossGuard policy pack for the gateway stacks (``pulumi preview --policy-pack stacks/policy``)."""
