@@ -554,6 +554,7 @@ def _scheduling_problems(settings: StackSettings) -> list[Problem]:
     peak = sched.max_replicas + sched.max_surge
     peak_text = f"{peak} pods ({sched.max_replicas} replicas + maxSurge {sched.max_surge})"
     per_zone = per_node * pool.nodes_per_zone
+    reported = len(problems)
     if sched.zone_spread == "DoNotSchedule":
         if sched.min_zones and sched.min_zones > zones:
             # Fewer eligible zones than minDomains: the global minimum counts as 0, so maxSkew 1
@@ -582,6 +583,8 @@ def _scheduling_problems(settings: StackSettings) -> list[Problem]:
                 )
             )
     nodes = zones * pool.nodes_per_zone
+    if len(problems) > reported:
+        return problems  # the zone rule already explains why the pods do not fit
     if peak > nodes * per_node:
         reason = (
             "required pod anti-affinity allows one pod per node"

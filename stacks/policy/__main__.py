@@ -1,4 +1,4 @@
-"""The policy pack: wraps the plain validators as CrossGuard policies. Starts a gRPC server; never import it."""
+"""The policy pack: the validators as CrossGuard policies; it starts a gRPC server, never import it."""
 
 from pulumi_policy import (
     EnforcementLevel,

@@ -179,7 +179,7 @@ def check_configmap_secrets(resource: Resource) -> list[str]:
     if resource.kind != "ConfigMap":
         return []
     problems = []
-    for key, text in sorted(((resource.props.get("data") or {}).items())):
+    for key, text in sorted((resource.props.get("data") or {}).items()):
         if not isinstance(text, str):
             continue
         for shape, pattern in SECRET_SHAPES.items():

@@ -1,0 +1,1 @@
+"""Tests of the Pulumi program, its render and its policy pack."""
