@@ -247,12 +247,15 @@ def run_program(
 def run_stack(
     stack: str, overrides: dict[str, Any] | None = None, secrets: dict[str, str] | None = None
 ) -> OfflineRun:
-    """Run the real program for a stack file, optionally with config overrides and secret values."""
+    """Run the real program for a stack file; overrides replace (or, with None, remove) config keys."""
     from stacks.program import main
 
     config, secret_keys = load_stack_config(stack)
     for key, value in (overrides or {}).items():
-        config[f"{PROJECT}:{key}"] = value if isinstance(value, str) else json.dumps(value)
+        if value is None:
+            config.pop(f"{PROJECT}:{key}", None)
+        else:
+            config[f"{PROJECT}:{key}"] = value if isinstance(value, str) else json.dumps(value)
     for key, value in (secrets or {}).items():
         config[f"{PROJECT}:{key}"] = value
         secret_keys.add(f"{PROJECT}:{key}")
