@@ -22,8 +22,12 @@ def runs() -> dict[str, OfflineRun]:
 
 
 @pytest.fixture(scope="session")
-def rendered(runs: dict[str, OfflineRun], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return {stack: write_render(run, tmp_path_factory.mktemp(f"render-{stack}")) for stack, run in runs.items()}
+def render_root(runs: dict[str, OfflineRun], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory per stack (ROOT/<stack>/manifests, ROOT/<stack>/resources.json)."""
+    root = tmp_path_factory.mktemp("render")
+    for stack, run in runs.items():
+        write_render(run, root / stack)
+    return root
 
 
 def raw_settings(stack: str) -> dict[str, Any]:
@@ -34,9 +38,18 @@ def raw_settings(stack: str) -> dict[str, Any]:
     for key, value in config.items():
         if key.startswith(prefix):
             name = key.removeprefix(prefix)
-            raw[name] = value if name in ("environment", "namespace", "image", "imageTag") else json.loads(value)
+            raw[name] = (
+                value if name in ("environment", "namespace", "image", "imageTag") else json.loads(value)
+            )
     return raw
 
 
 def gateway_config(run: OfflineRun) -> dict[str, Any]:
     return yaml.safe_load(run.one("ConfigMap", "gateway-config").values["data"]["config.yaml"])
+
+
+def secret_values(run: OfflineRun) -> dict[str, str]:
+    """The gateway's secret env values as the mocks produced them."""
+    if run.by_type("SecretVersion"):
+        return json.loads(run.one("SecretVersion").values["secretString"])
+    return run.one("Secret", "gateway-env").values["stringData"]

@@ -13,7 +13,7 @@ from pulumi.runtime import rpc
 from gateway_app.config import parse_settings as parse_gateway_config
 from stacks.offline import REDACTED, OfflineRun, run_stack, stack_file
 from stacks.policy.validators import RESOURCE_CHECKS, STACK_CHECKS, Resource
-from tests.stacks.conftest import STACKS, gateway_config
+from tests.stacks.conftest import STACKS, gateway_config, secret_values
 
 SEED_KEY = re.compile(r"^gwk_[a-z0-9]{12}\.[A-Za-z0-9]{40}$")
 
@@ -22,17 +22,14 @@ def deployment_pod(run: OfflineRun) -> dict:
     return run.one("Deployment").values["spec"]["template"]["spec"]
 
 
-def secret_values(run: OfflineRun) -> dict[str, str]:
-    """The gateway's secret env values as the mocks produced them."""
-    if run.by_type("SecretVersion"):
-        return json.loads(run.one("SecretVersion").values["secretString"])
-    return run.one("Secret", "gateway-env").values["stringData"]
-
-
 @pytest.mark.parametrize("stack", STACKS)
 def test_all_policies_hold(runs: dict[str, OfflineRun], stack: str) -> None:
-    resources = [Resource(r.type, r.name, r.values, r.urn, frozenset(r.dependencies)) for r in runs[stack].resources]
-    violations = [f"{c.name} {r.name}: {m}" for c in RESOURCE_CHECKS for r in resources for m in c.validate(r)]
+    resources = [
+        Resource(r.type, r.name, r.values, r.urn, frozenset(r.dependencies)) for r in runs[stack].resources
+    ]
+    violations = [
+        f"{c.name} {r.name}: {m}" for c in RESOURCE_CHECKS for r in resources for m in c.validate(r)
+    ]
     violations += [f"{c.name}: {m}" for c in STACK_CHECKS for m in c.validate(resources)]
     assert violations == []
 
@@ -70,7 +67,10 @@ def test_rollout_follows_config(runs: dict[str, OfflineRun], stack: str) -> None
     spec = run.one("Deployment").values["spec"]
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     data = run.one("ConfigMap", "gateway-config").values["data"]["config.yaml"]
-    assert spec["template"]["metadata"]["annotations"]["checksum/config"] == hashlib.sha256(data.encode()).hexdigest()
+    assert (
+        spec["template"]["metadata"]["annotations"]["checksum/config"]
+        == hashlib.sha256(data.encode()).hexdigest()
+    )
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -89,8 +89,13 @@ def test_migration_job_completes_before_the_rollout(runs: dict[str, OfflineRun],
 def test_gateway_config_is_valid_and_holds_only_references(runs: dict[str, OfflineRun], stack: str) -> None:
     run = runs[stack]
     config = gateway_config(run)
-    references = {"GATEWAY_DATABASE_URL", "GATEWAY_BOOTSTRAP_ADMIN_PASSWORD", "GATEWAY_SEED_KEY",
-                  "OPENAI_API_KEY", "VLLM_API_KEY"}
+    references = {
+        "GATEWAY_DATABASE_URL",
+        "GATEWAY_BOOTSTRAP_ADMIN_PASSWORD",
+        "GATEWAY_SEED_KEY",
+        "OPENAI_API_KEY",
+        "VLLM_API_KEY",
+    }
     settings = parse_gateway_config(config, f"{stack} ConfigMap", environ=dict.fromkeys(references, "dummy"))
     assert settings.database.url.ref == "env.GATEWAY_DATABASE_URL"
     assert settings.database.migrations == "check"
@@ -129,7 +134,8 @@ def test_local_is_one_replica_with_in_cluster_database(runs: dict[str, OfflineRu
     assert postgres["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
     assert run.one("Secret", "postgres-credentials").inputs["stringData"] == REDACTED
     assert secret_values(run)["GATEWAY_DATABASE_URL"].endswith(
-        "@llm-gateway-postgres.llm-gateway.svc.cluster.local:5432/gateway")
+        "@llm-gateway-postgres.llm-gateway.svc.cluster.local:5432/gateway"
+    )
 
 
 def test_prod_high_availability(runs: dict[str, OfflineRun]) -> None:
@@ -145,12 +151,16 @@ def test_prod_high_availability(runs: dict[str, OfflineRun]) -> None:
     pod = deployment["template"]["spec"]
     zone, node = pod["topologySpreadConstraints"]
     assert (zone["topologyKey"], zone["whenUnsatisfiable"], zone["minDomains"]) == (
-        "topology.kubernetes.io/zone", "DoNotSchedule", 3)
+        "topology.kubernetes.io/zone",
+        "DoNotSchedule",
+        3,
+    )
     assert node["topologyKey"] == "kubernetes.io/hostname"
     assert pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert pod["priorityClassName"] == run.one("PriorityClass").values["metadata"]["name"]
-    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "llm-gateway",
-                                   "effect": "NoSchedule"}]
+    assert pod["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "llm-gateway", "effect": "NoSchedule"}
+    ]
     assert pod["nodeSelector"] == {"node.kubernetes.io/pool": "gateway"}
     account = run.one("ServiceAccount").values["metadata"]["annotations"]
     assert account == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/llm-gateway-prod"}
@@ -163,23 +173,33 @@ def test_prod_rds(runs: dict[str, OfflineRun]) -> None:
     assert rds.values["storageEncrypted"] is True and rds.values["publiclyAccessible"] is False
     assert rds.values["backupRetentionPeriod"] == 14
     assert (rds.values["skipFinalSnapshot"], rds.values["finalSnapshotIdentifier"]) == (
-        False, "llm-gateway-prod-final")
+        False,
+        "llm-gateway-prod-final",
+    )
     assert rds.inputs["password"] == REDACTED
     ingress = run.one("ec2/securityGroup:SecurityGroup").values["ingress"]
     assert [(r["fromPort"], r["toPort"], r["securityGroups"], r.get("cidrBlocks")) for r in ingress] == [
-        (5432, 5432, ["sg-0a1b2c3d4e5f60099"], None)]
+        (5432, 5432, ["sg-0a1b2c3d4e5f60099"], None)
+    ]
     assert run.one("SecretVersion").inputs["secretString"] == REDACTED
     external = run.one("ExternalSecret").values["spec"]
     assert external["dataFrom"][1] == {"extract": {"key": "llm-gateway/prod/providers"}}
-    assert external["target"]["name"] == run.one("Deployment").values["spec"]["template"]["spec"][
-        "containers"][0]["envFrom"][0]["secretRef"]["name"]
+    assert (
+        external["target"]["name"]
+        == run.one("Deployment").values["spec"]["template"]["spec"]["containers"][0]["envFrom"][0][
+            "secretRef"
+        ]["name"]
+    )
 
 
 def test_rds_outside_production() -> None:
     database = yaml.safe_load(stack_file("prod").read_text())["config"]["llm-gateway:database"]
     del database["awsRds"]["backupRetentionDays"]
-    rds = run_stack("prod", overrides={"environment": "staging", "database": database}).one(
-        "rds/instance:Instance").values
+    rds = (
+        run_stack("prod", overrides={"environment": "staging", "database": database})
+        .one("rds/instance:Instance")
+        .values
+    )
     assert (rds["multiAz"], rds["deletionProtection"], rds["backupRetentionPeriod"]) == (False, False, 1)
     assert rds["skipFinalSnapshot"] is False and rds["applyImmediately"] is True
 
@@ -188,8 +208,10 @@ def test_staging_cloudnativepg_and_edges(runs: dict[str, OfflineRun]) -> None:
     run = runs["staging"]
     cluster = run.one("Cluster").values["spec"]
     assert cluster["instances"] == 2
-    assert cluster["bootstrap"]["initdb"]["secret"]["name"] == run.one(
-        "Secret", "cnpg-app-credentials").values["metadata"]["name"]
+    assert (
+        cluster["bootstrap"]["initdb"]["secret"]["name"]
+        == run.one("Secret", "cnpg-app-credentials").values["metadata"]["name"]
+    )
     ingress = run.one("Ingress").values["spec"]
     backends = [p["backend"]["service"]["name"] for r in ingress["rules"] for p in r["http"]["paths"]]
     assert backends == [run.one("Service", "gateway-service").values["metadata"]["name"]]
@@ -199,44 +221,91 @@ def test_staging_cloudnativepg_and_edges(runs: dict[str, OfflineRun]) -> None:
 
 def test_network_policy(runs: dict[str, OfflineRun]) -> None:
     policy = runs["prod"].one("NetworkPolicy").values["spec"]
-    sources = [s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-               for rule in policy["ingress"] for s in rule["from"]]
+    sources = [
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for rule in policy["ingress"]
+        for s in rule["from"]
+    ]
     assert sources == ["ingress-nginx", "monitoring"]
     egress = policy["egress"]
     assert egress[0]["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
-    assert [b["ipBlock"]["cidr"] for b in egress[1]["to"]] == ["10.20.64.0/20", "10.20.80.0/20", "10.20.96.0/20"]
+    assert [b["ipBlock"]["cidr"] for b in egress[1]["to"]] == [
+        "10.20.64.0/20",
+        "10.20.80.0/20",
+        "10.20.96.0/20",
+    ]
     destinations = {(json.dumps(r["to"], sort_keys=True), r["ports"][0]["port"]) for r in egress[2:]}
     assert destinations == {
-        (json.dumps([{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12",
-                                                                 "192.168.0.0/16"]}}], sort_keys=True), 443),
-        (json.dumps([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "inference"}}}]), 8000),
-        (json.dumps([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]),
-         4318),
+        (
+            json.dumps(
+                [
+                    {
+                        "ipBlock": {
+                            "cidr": "0.0.0.0/0",
+                            "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+                        }
+                    }
+                ],
+                sort_keys=True,
+            ),
+            443,
+        ),
+        (
+            json.dumps(
+                [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "inference"}}}]
+            ),
+            8000,
+        ),
+        (
+            json.dumps(
+                [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]
+            ),
+            4318,
+        ),
     }
     local = runs["local"].one("NetworkPolicy", "gateway-network-policy").values["spec"]
-    assert local["egress"][1]["to"] == [{"podSelector": {"matchLabels": {
-        "app.kubernetes.io/name": "llm-gateway-postgres", "app.kubernetes.io/component": "database"}}}]
+    assert local["egress"][1]["to"] == [
+        {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "llm-gateway-postgres",
+                    "app.kubernetes.io/component": "database",
+                }
+            }
+        }
+    ]
 
 
 def test_variant_digest_external_database_kubernetes_secrets(tmp_path) -> None:
     rules = tmp_path / "rules.yml"
     rules.write_text("groups:\n- name: gateway\n  rules:\n  - alert: GatewayDown\n    expr: up == 0\n")
     digest = "sha256:" + "b" * 64
-    run = run_stack("staging", overrides={
-        "imageTag": None,
-        "imageDigest": digest,
-        "database": {"kind": "external", "external": {"egressCidrs": ["10.9.0.0/16"], "port": 6432}},
-        "secrets": {"backend": "kubernetes"},
-        "observability": {"serviceMonitor": True, "prometheusRule": True, "alertRulesFile": str(rules)},
-    }, secrets={"databaseUrl": "postgresql://gw:pw@db.example.internal:6432/gw",
-                "providerApiKeys": json.dumps({"OPENAI_API_KEY": "sk-test-openai-key-0000000000"})})
+    run = run_stack(
+        "staging",
+        overrides={
+            "imageTag": None,
+            "imageDigest": digest,
+            "database": {"kind": "external", "external": {"egressCidrs": ["10.9.0.0/16"], "port": 6432}},
+            "secrets": {"backend": "kubernetes"},
+            "observability": {"serviceMonitor": True, "prometheusRule": True, "alertRulesFile": str(rules)},
+        },
+        secrets={
+            "databaseUrl": "postgresql://gw:pw@db.example.internal:6432/gw",
+            "providerApiKeys": json.dumps({"OPENAI_API_KEY": "sk-test-openai-key-0000000000"}),
+        },
+    )
     container = deployment_pod(run)["containers"][0]
     assert (container["image"], container["imagePullPolicy"]) == (
-        f"ghcr.io/example/llm-gateway@{digest}", "IfNotPresent")
+        f"ghcr.io/example/llm-gateway@{digest}",
+        "IfNotPresent",
+    )
     values = run.one("Secret", "gateway-env").values["stringData"]
     assert values["GATEWAY_DATABASE_URL"] == "postgresql://gw:pw@db.example.internal:6432/gw"
     assert values["OPENAI_API_KEY"] == "sk-test-openai-key-0000000000"
     assert not run.by_type("Cluster") and not run.by_type("ExternalSecret")
     assert run.one("PrometheusRule").values["spec"]["groups"][0]["rules"][0]["alert"] == "GatewayDown"
     egress = run.one("NetworkPolicy").values["spec"]["egress"][1]
-    assert egress == {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 6432}]}
+    assert egress == {
+        "to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}],
+        "ports": [{"protocol": "TCP", "port": 6432}],
+    }

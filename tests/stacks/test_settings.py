@@ -61,15 +61,19 @@ def test_unknown_literal_lists_the_choices() -> None:
     raw = raw_settings("local")
     raw["database"]["kind"] = "mysql"
     problem = only_problem(raw, "local")
-    assert problem.fix == ("pulumi config set --path 'database.kind' "
-                           "<in_cluster|cloudnativepg|aws_rds|external>")
+    assert problem.fix == (
+        "pulumi config set --path 'database.kind' <in_cluster|cloudnativepg|aws_rds|external>"
+    )
 
 
-@pytest.mark.parametrize(("tag", "digest", "message"), [
-    (None, None, "pin the image by exactly one of imageTag or imageDigest"),
-    ("1.0.0", "sha256:" + "a" * 64, "pin the image by exactly one of imageTag or imageDigest"),
-    ("latest", None, "'latest' moves; pin a release or a digest"),
-])
+@pytest.mark.parametrize(
+    ("tag", "digest", "message"),
+    [
+        (None, None, "pin the image by exactly one of imageTag or imageDigest"),
+        ("1.0.0", "sha256:" + "a" * 64, "pin the image by exactly one of imageTag or imageDigest"),
+        ("latest", None, "'latest' moves; pin a release or a digest"),
+    ],
+)
 def test_image_must_be_pinned_once(tag: str | None, digest: str | None, message: str) -> None:
     raw = raw_settings("local")
     raw.pop("imageTag")
@@ -86,7 +90,8 @@ def test_do_not_schedule_across_more_zones_than_declared() -> None:
     assert problem.message == (
         "zoneSpread DoNotSchedule across 3 zones, but pool 'gateway' declares 2 (us-east-1a, us-east-1b): "
         "with maxSkew 1 at most one pod per zone can schedule, 2 in total, and a rollout needs "
-        "13 pods (12 replicas + maxSurge 1)")
+        "13 pods (12 replicas + maxSurge 1)"
+    )
     assert problem.fix == "pulumi config set --path 'scheduling.minZones' 2"
 
 
@@ -102,8 +107,10 @@ def test_required_anti_affinity_needs_a_node_per_pod() -> None:
     raw["scheduling"] |= {"podAntiAffinity": "required", "zoneSpread": "ScheduleAnyway"}
     del raw["scheduling"]["minZones"]
     problem = only_problem(raw)
-    assert problem.message == ("13 pods (12 replicas + maxSurge 1) cannot fit pool 'gateway': 9 nodes and "
-                               "required pod anti-affinity allows one pod per node")
+    assert problem.message == (
+        "13 pods (12 replicas + maxSurge 1) cannot fit pool 'gateway': 9 nodes and "
+        "required pod anti-affinity allows one pod per node"
+    )
     assert problem.fix == "pulumi config set --path 'scheduling.nodePools[0].nodesPerZone' 5"
 
 
@@ -112,8 +119,10 @@ def test_zone_capacity_under_do_not_schedule() -> None:
     raw["scheduling"]["nodePools"][0] |= {"nodesPerZone": 1, "allocatableCpu": "2"}
     problem = only_problem(raw)
     assert problem.key == "scheduling.nodePools"
-    assert problem.message == ("zoneSpread DoNotSchedule puts 5 of 13 pods (12 replicas + maxSurge 1) in each "
-                               "of 3 zones, but a zone of pool 'gateway' holds 4 (1 nodes x 4 pods)")
+    assert problem.message == (
+        "zoneSpread DoNotSchedule puts 5 of 13 pods (12 replicas + maxSurge 1) in each "
+        "of 3 zones, but a zone of pool 'gateway' holds 4 (1 nodes x 4 pods)"
+    )
     assert problem.fix == "pulumi config set --path 'scheduling.nodePools[0].nodesPerZone' 2"
 
 
@@ -180,8 +189,7 @@ def test_external_database_needs_url_secret() -> None:
     raw = raw_settings("local")
     raw["database"] = {"kind": "external", "external": {"egressCidrs": ["10.0.0.0/16"]}}
     problem = only_problem(raw, "local")
-    assert problem.fix == ("pulumi config set --secret databaseUrl "
-                           "'postgresql://USER:PASSWORD@HOST:5432/DB'")
+    assert problem.fix == ("pulumi config set --secret databaseUrl 'postgresql://USER:PASSWORD@HOST:5432/DB'")
     parse_settings(raw, "local", {"databaseUrl": "postgresql://u:p@db:5432/gw"})
 
 
@@ -211,8 +219,9 @@ def test_prometheus_rule_needs_the_rules_file() -> None:
     raw = raw_settings("prod")
     raw["observability"] |= {"prometheusRule": True, "alertRulesFile": "gateway_app/alerts/absent.yml"}
     problem = only_problem(raw)
-    assert problem.message == ("gateway_app/alerts/absent.yml does not exist (yet): "
-                               "there are no alert rules to deploy")
+    assert problem.message == (
+        "gateway_app/alerts/absent.yml does not exist (yet): there are no alert rules to deploy"
+    )
     assert problem.fix == "pulumi config set --path 'observability.prometheusRule' false"
 
 
@@ -220,8 +229,10 @@ def test_jobs_need_what_they_run() -> None:
     raw = raw_settings("local")
     del raw["gateway"]["bootstrapAdminEmail"]
     del raw["gateway"]["seedServiceAccount"]
-    assert {p.key for p in problems_of(raw, "local")} == {"gateway.bootstrapAdminEmail",
-                                                          "gateway.seedServiceAccount"}
+    assert {p.key for p in problems_of(raw, "local")} == {
+        "gateway.bootstrapAdminEmail",
+        "gateway.seedServiceAccount",
+    }
 
 
 def test_routes_name_declared_providers() -> None:
