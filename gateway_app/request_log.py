@@ -169,8 +169,8 @@ class RequestLogWriter:
         if r.model is not None and r.provider is not None:
             await tx.execute(
                 "INSERT INTO usage_cost_events (request_id, created_at, api_key_id, service_account_id, "
-                "model, provider, upstream_model, prompt_tokens, completion_tokens, cost_micros, pricing_status) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                "model, provider, upstream_model, prompt_tokens, completion_tokens, cost_micros, "
+                "pricing_status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 r.request_id,
                 r.created_at,
                 r.api_key_id,

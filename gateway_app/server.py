@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 import uvicorn
 
@@ -64,6 +65,10 @@ def serve(settings: GatewaySettings, config_path: str) -> int:
         "gateway starting",
         extra={"version": __version__, "host": settings.server.host, "port": settings.server.port},
     )
+    # uvicorn drains on SIGTERM, restores the previous handler and re-raises the
+    # signal. A drained stop is a clean stop, so the handler it restores is a no-op
+    # and the process exits 0 (what Kubernetes and supervisors expect).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     # uvicorn returns without raising when lifespan startup fails.
     return 0 if server.started else 3

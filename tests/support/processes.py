@@ -1,0 +1,113 @@
+"""Real processes for tests: the gateway and the fake upstream, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(
+    url: str, timeout: float = 20.0, expect: int = 200, proc: subprocess.Popen | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} while waiting for {url}")
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code == expect:
+                return
+            last = f"HTTP {response.status_code}: {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = exc.__class__.__name__
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout}s ({last})")
+
+
+class Process:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path = REPO):
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd
+        )
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class FakeUpstreamProcess(Process):
+    def __init__(self, log_dir: Path, mode: str = "ok"):
+        self.port = free_port()
+        super().__init__(
+            [sys.executable, "-m", "tests.support.fake_upstream", "--port", str(self.port), "--mode", mode],
+            log_dir / f"upstream-{self.port}.log",
+        )
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        wait_http(f"http://127.0.0.1:{self.port}/_stats", proc=self.proc)
+
+    def control(self, **settings: Any) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/_control", json=settings, timeout=5).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"http://127.0.0.1:{self.port}/_stats", timeout=5).json()
+
+
+class GatewayProcess(Process):
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None, wait: bool = True
+    ):
+        self.port = config["server"]["port"]
+        self.config_path = workdir / f"gateway-{self.port}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        super().__init__(
+            [sys.executable, "-m", "gateway_app", "serve", "--config", str(self.config_path)],
+            workdir / f"gateway-{self.port}.log",
+            env=env,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        if wait:
+            wait_http(self.url + "/readyz", proc=self.proc)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway_app", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+        timeout=timeout,
+    )

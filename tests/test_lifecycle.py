@@ -1,0 +1,89 @@
+"""Process lifecycle: graceful drain on SIGTERM, refusal to serve a stale schema, readiness."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import SEED_KEY, base_config
+from tests.support.processes import run_cli
+
+
+def _stream_config(db_url: str, upstream_url: str) -> dict:
+    config = base_config(db_url)
+    config["providers"].append(
+        {"name": "fake", "type": "openai_compat", "base_url": upstream_url, "pricing_provider_id": "openai"}
+    )
+    config["models"].append({"name": "slow", "routes": [{"provider": "fake", "upstream_model": "slow"}]})
+    return config
+
+
+def test_sigterm_drains_an_in_flight_stream(db_url, launcher) -> None:
+    upstream = launcher.upstream()
+    upstream.control(mode="slow_stream", delay=0.4)
+    gateway = launcher.gateway(_stream_config(db_url, upstream.url))
+    received: list[bytes] = []
+    first_chunk = threading.Event()
+
+    def consume() -> None:
+        with httpx.stream(
+            "POST",
+            gateway.url + "/v1/chat/completions",
+            timeout=30,
+            headers={"Authorization": f"Bearer {SEED_KEY}"},
+            json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        ) as response:
+            for chunk in response.iter_bytes():
+                received.append(chunk)
+                first_chunk.set()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert first_chunk.wait(10), "no first chunk"
+    gateway.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    with pytest.raises(httpx.ConnectError):  # no longer accepting
+        httpx.get(gateway.url + "/healthz", timeout=2)
+    reader.join(30)
+    body = b"".join(received)
+    assert body.rstrip().endswith(b"data: [DONE]"), body[-200:]
+    assert b"says" in body and b"hi" in body
+    assert gateway.proc.wait(30) == 0
+
+
+def test_serve_refuses_pending_migrations_in_check_mode(db_url, launcher) -> None:
+    config = base_config(db_url)
+    config["database"]["migrations"] = "check"
+    gateway = launcher.gateway(config, wait=False)
+    assert gateway.proc.wait(30) == 2
+    logs = gateway.logs()
+    assert "gateway migrate --apply --config" in logs and str(gateway.config_path) in logs
+    # Once migrated, the same config serves.
+    assert (
+        run_cli(
+            "migrate",
+            "--apply",
+            "--config",
+            str(gateway.config_path),
+            env={"GATEWAY_SEED_KEY": SEED_KEY, "GATEWAY_BOOTSTRAP_ADMIN_PASSWORD": "x"},
+        ).returncode
+        == 0
+    )
+    served = launcher.gateway(config)
+    assert httpx.get(served.url + "/readyz").status_code == 200
+
+
+def test_readiness_fails_when_postgres_goes_away(databases, launcher) -> None:
+    url = databases.new("postgres")
+    gateway = launcher.gateway(base_config(url))
+    assert httpx.get(gateway.url + "/readyz").status_code == 200
+    databases.drop(url)
+    response = httpx.get(gateway.url + "/readyz", timeout=10)
+    assert response.status_code == 503
+    assert response.json()["status"] == "not_ready"
+    # Liveness stays up: restarting the process would not bring the database back.
+    assert httpx.get(gateway.url + "/healthz").status_code == 200
