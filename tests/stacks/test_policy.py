@@ -116,14 +116,16 @@ def test_configmap_secrets(runs: dict[str, OfflineRun], leak: str) -> None:
 def test_rds(runs: dict[str, OfflineRun]) -> None:
     rds = resource_of(runs["prod"], "rds/instance:Instance")
     assert check_rds(rds) == []
-    rds.props.update({
-        "multiAz": False,
-        "deletionProtection": False,
-        "backupRetentionPeriod": 1,
-        "skipFinalSnapshot": True,
-        "storageEncrypted": False,
-        "publiclyAccessible": True,
-    })
+    rds.props.update(
+        {
+            "multiAz": False,
+            "deletionProtection": False,
+            "backupRetentionPeriod": 1,
+            "skipFinalSnapshot": True,
+            "storageEncrypted": False,
+            "publiclyAccessible": True,
+        }
+    )
     assert len(check_rds(rds)) == 6
 
 
