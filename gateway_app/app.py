@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway_app import __version__, migrations
+from gateway_app.admin import AdminAPI
 from gateway_app.config import GatewaySettings
 from gateway_app.http import HTTPError, Receive, Scope, Send, send_error, send_json, send_response
 from gateway_app.keys import KeyCache
@@ -100,7 +101,7 @@ class GatewayApp:
             ("POST", "/v1/chat/completions"): self._operation("chat"),
             ("POST", "/v1/embeddings"): self._operation("embeddings"),
         }
-        self._prefixes: list[tuple[str, Handler]] = []
+        self._prefixes: list[tuple[str, Handler]] = [("/admin/api/", AdminAPI(self.gateway))]
 
     def _operation(self, name: str) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:

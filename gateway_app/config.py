@@ -121,6 +121,9 @@ class ServerSettings(_Strict):
     otel_metrics_endpoint: str | None = None
     otel_sample_ratio: float = Field(0.1, ge=0, le=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    # Peers whose X-Forwarded-For is believed (load balancers, ingress controllers):
+    # the client address feeds login throttling and logs.
+    trusted_proxies: list[str] = ["127.0.0.1"]
 
 
 class DatabaseSettings(_Strict):

@@ -59,6 +59,8 @@ def serve(settings: GatewaySettings, config_path: str) -> int:
             server_header=False,
             timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
             timeout_keep_alive=30,
+            proxy_headers=True,
+            forwarded_allow_ips=settings.server.trusted_proxies,
         )
     )
     log.info(

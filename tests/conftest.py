@@ -51,6 +51,10 @@ class Databases:
             asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def backend_of(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgres"
+
+
 @pytest.fixture(scope="session")
 def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
     dbs = Databases(tmp_path_factory.mktemp("databases"))
