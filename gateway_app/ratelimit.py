@@ -74,7 +74,7 @@ class RedisRateLimiter:
 
     async def check(self, identity: KeyIdentity) -> None:
         now = time.time()
-        name = f"gateway:ratelimit:{identity.key_id}:{int(now // _WINDOW_SECONDS)}"
+        name = f"gateway:ratelimit:{identity.public_id}:{int(now // _WINDOW_SECONDS)}"
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.incr(name)
