@@ -9,8 +9,7 @@ import httpx
 
 from tests.conftest import BASE_ENV, SEED_KEY, base_config
 from tests.support.otlp_collector import OTLPCollectorStub
-from tests.support.processes import free_port, run_cli
-from tests.test_resilience import wait_until
+from tests.support.processes import free_port, run_cli, wait_until
 
 AUTH = {"Authorization": f"Bearer {SEED_KEY}"}
 

@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SEED_KEY, base_config
-from tests.support.processes import free_port
-from tests.test_admin_sessions import bearer, login
+from tests.support.admin import bearer, login
+from tests.support.processes import free_port, wait_until
 
 OPEN_SECONDS = 2.0
 THRESHOLD = 3
@@ -112,13 +112,6 @@ def metric(gateway, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return None
-
-
-def wait_until(check, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 def test_500s_fall_back_then_the_circuit_opens_and_recovers(env) -> None:
