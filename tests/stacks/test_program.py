@@ -314,11 +314,26 @@ def test_variant_digest_external_database_kubernetes_secrets(tmp_path) -> None:
 
 RUNBOOK_PLAYBOOKS = {
     f"playbooks/{name}.yml"
-    for name in (
-        "deploy upgrade rollback migration_recovery admin_login_check provider_auth_check otlp_check "
-        "purge_request_logs rotate_gateway_key rotate_admin_password rotate_provider_secret ha_check "
-        "incident_error_rate db_maintenance backup restore cert_check health_report"
-    ).split()
+    for name in [
+        "deploy",
+        "upgrade",
+        "rollback",
+        "migration_recovery",
+        "admin_login_check",
+        "provider_auth_check",
+        "otlp_check",
+        "purge_request_logs",
+        "rotate_gateway_key",
+        "rotate_admin_password",
+        "rotate_provider_secret",
+        "ha_check",
+        "incident_error_rate",
+        "db_maintenance",
+        "backup",
+        "restore",
+        "cert_check",
+        "health_report",
+    ]
 }
 
 
