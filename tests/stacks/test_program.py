@@ -312,29 +312,27 @@ def test_variant_digest_external_database_kubernetes_secrets(tmp_path) -> None:
     }
 
 
-RUNBOOK_PLAYBOOKS = {
-    f"playbooks/{name}.yml"
-    for name in [
-        "deploy",
-        "upgrade",
-        "rollback",
-        "migration_recovery",
-        "admin_login_check",
-        "provider_auth_check",
-        "otlp_check",
-        "purge_request_logs",
-        "rotate_gateway_key",
-        "rotate_admin_password",
-        "rotate_provider_secret",
-        "ha_check",
-        "incident_error_rate",
-        "db_maintenance",
-        "backup",
-        "restore",
-        "cert_check",
-        "health_report",
-    ]
-}
+RUNBOOK_NAMES = [
+    "deploy",
+    "upgrade",
+    "rollback",
+    "migration_recovery",
+    "admin_login_check",
+    "provider_auth_check",
+    "otlp_check",
+    "purge_request_logs",
+    "rotate_gateway_key",
+    "rotate_admin_password",
+    "rotate_provider_secret",
+    "ha_check",
+    "incident_error_rate",
+    "db_maintenance",
+    "backup",
+    "restore",
+    "cert_check",
+    "health_report",
+]
+RUNBOOK_PLAYBOOKS = {f"playbooks/{name}.yml" for name in RUNBOOK_NAMES}
 
 
 def test_prod_and_staging_deploy_every_alert_with_its_playbook(runs) -> None:
