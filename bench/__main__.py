@@ -214,7 +214,7 @@ def run(opts: argparse.Namespace, stack: contextlib.ExitStack) -> Results:
 def main(argv: list[str] | None = None) -> int:
     opts = _options(argv)
     # SIGTERM unwinds like Ctrl-C, so the cleanup below runs either way.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with contextlib.ExitStack() as stack:
             results = run(opts, stack)
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bench: interrupted; processes stopped, temp files removed", file=sys.stderr)
+        print("bench: interrupted; its processes are stopped and its temp files removed", file=sys.stderr)
         return 130
     print()
     print(table(results))
