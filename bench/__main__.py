@@ -31,13 +31,11 @@ from bench.report import (
     GATEWAY,
     GATEWAY_PG,
     SSE_C10,
-    GatewayCost,
     Results,
     table,
     write_json,
 )
 from bench.upstreams import CHAT_COMPLETION, SSE_STREAM, NginxUpstream, SplitStreamUpstream, find_nginx
-from bench.wrk import WrkResult
 from gateway_app import __version__
 from gateway_app.keys import generate_key
 from tests.conftest import Databases
@@ -107,24 +105,6 @@ class Target:
     db_url: str | None = None  # the gateway's: how much of the load its request log kept
 
 
-def _gateway_mark(target: Target) -> tuple[int, float]:
-    """(request-log rows, CPU seconds) of the gateway, its log writer drained."""
-    assert target.pid is not None and target.db_url is not None
-    return gateway.drained_logged_requests(target.db_url), gateway.cpu_seconds(target.pid)
-
-
-def _gateway_cost(target: Target, mark: tuple[int, float], result: WrkResult) -> GatewayCost:
-    """All the gateway's work for the run since `mark`, request-log writes included."""
-    assert target.pid is not None and target.db_url is not None
-    logged_at_stop = gateway.logged_requests(target.db_url)
-    logged = gateway.drained_logged_requests(target.db_url)
-    return GatewayCost(
-        cpu_us_per_request=(gateway.cpu_seconds(target.pid) - mark[1]) / result.requests * 1e6,
-        logged_fraction=(logged - mark[0]) / result.requests,
-        log_backlog=logged - logged_at_stop,
-    )
-
-
 def _load(results: Results, target: Target, key: str, opts: argparse.Namespace, scenarios: list[str]) -> None:
     for scenario in scenarios:
         model, nginx_path, connections = SCENARIOS[scenario]
@@ -132,12 +112,12 @@ def _load(results: Results, target: Target, key: str, opts: argparse.Namespace, 
         url = f"{target.base_url}{path}/chat/completions"
         payload = body(model, scenario == SSE_C10)
         wrk.run(url, payload, key, connections, opts.warmup)  # pools and caches warm; numbers dropped
-        mark = _gateway_mark(target) if target.pid else None
+        start = gateway.mark(target.pid, target.db_url) if target.pid and target.db_url else None
         result = wrk.run(url, payload, key, connections, opts.duration)
         results.wrk.setdefault(target.name, {})[scenario] = result
         line = f"{result.requests_per_s:>8.0f} req/s  p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
-        if mark is not None:
-            cost = _gateway_cost(target, mark, result)
+        if start is not None:
+            cost = gateway.cost_since(start, target.pid, target.db_url, result.requests)
             results.gateway_costs.setdefault(target.name, {})[scenario] = cost
             line += (
                 f"  CPU {cost.cpu_us_per_request:.0f} us/req, log kept {cost.logged_fraction:.1%}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,37 @@ def start(settings: dict[str, Any], workdir: Path, key: str, cpus: set[int] | No
     return gateway
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayCost:
+    cpu_us_per_request: float  # the gateway process (all threads), request-log writes included
+    # Request-log rows written / requests answered: below 1, the writer dropped records.
+    logged_fraction: float
+    # Rows the writer still had to write when the load stopped: a backlog means it cannot keep up.
+    log_backlog: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    logged: int
+    cpu_seconds: float
+
+
+def mark(pid: int, db_url: str) -> Mark:
+    """Where the gateway stands before a run, its request-log writer drained."""
+    return Mark(drained_logged_requests(db_url), cpu_seconds(pid))
+
+
+def cost_since(start: Mark, pid: int, db_url: str, requests: int) -> GatewayCost:
+    """All the gateway's work for the `requests` answered since `start`, waiting for its log writer."""
+    logged_at_stop = logged_requests(db_url)
+    logged = drained_logged_requests(db_url)
+    return GatewayCost(
+        cpu_us_per_request=(cpu_seconds(pid) - start.cpu_seconds) / requests * 1e6,
+        logged_fraction=(logged - start.logged) / requests,
+        log_backlog=logged - logged_at_stop,
+    )
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and all its threads so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -84,9 +116,8 @@ def drained_logged_requests(db_url: str) -> int:
     """Rows in request_logs once the background writer has drained its queue."""
     last = logged_requests(db_url)
     for _ in range(_DRAIN_POLLS):
-        time.sleep(
-            _DRAIN_POLL_SECONDS
-        )  # > flush_interval_seconds: a drained queue leaves the count unchanged
+        # Longer than flush_interval_seconds: a drained queue leaves the count unchanged.
+        time.sleep(_DRAIN_POLL_SECONDS)
         now = logged_requests(db_url)
         if now == last:
             return now

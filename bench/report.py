@@ -8,19 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.first_chunk import FirstChunkResult
+from bench.gateway import GatewayCost
 from bench.wrk import WrkResult
 
 DIRECT, GATEWAY, GATEWAY_PG = "direct", "gateway", "gateway_postgres"
 CHAT_C10, CHAT_C1, SSE_C10 = "chat_c10", "chat_c1", "sse_c10"
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayCost:
-    cpu_us_per_request: float  # the gateway process (all threads) during the measured run
-    # Request-log rows written / requests answered (warm-up included): below 1, the writer dropped records.
-    logged_fraction: float
-    # Rows the writer still had to write when the load stopped: a backlog means it cannot keep up.
-    log_backlog: int
 
 
 @dataclass
