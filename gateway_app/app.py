@@ -9,11 +9,13 @@ from typing import Any
 
 from gateway_app import __version__, migrations
 from gateway_app.admin import AdminAPI
+from gateway_app.budgets import BudgetTracker
 from gateway_app.config import GatewaySettings
 from gateway_app.http import HTTPError, Receive, Scope, Send, send_error, send_json, send_response
 from gateway_app.keys import KeyCache
 from gateway_app.providers import Provider, build_provider
 from gateway_app.proxy import DataPlane
+from gateway_app.purge import PurgeScheduler
 from gateway_app.request_log import RequestLogWriter
 from gateway_app.routing import Router
 from gateway_app.storage import Database, connect
@@ -34,6 +36,8 @@ class Gateway:
         self.keys: KeyCache | None = None
         self.router: Router | None = None
         self.writer: RequestLogWriter | None = None
+        self.budgets: BudgetTracker | None = None
+        self.purge: PurgeScheduler | None = None
         self.data_plane: DataPlane | None = None
 
     async def start(self) -> None:
@@ -53,13 +57,21 @@ class Gateway:
         self.router = Router(s, self.providers)
         self.keys = KeyCache(self.db, s.auth.key_cache_refresh_seconds)
         await self.keys.start()
-        self.writer = RequestLogWriter(self.db, s.request_logging)
+        self.budgets = BudgetTracker(self.db)
+        await self.budgets.start()
+        self.writer = RequestLogWriter(self.db, s.request_logging, on_spend=self.budgets.record)
         await self.writer.start()
-        self.data_plane = DataPlane(s, self.keys, self.router, self.writer)
+        self.data_plane = DataPlane(s, self.keys, self.router, self.writer, self.budgets)
+        self.purge = PurgeScheduler(self.db, s.request_logging.purge)
+        await self.purge.start()
 
     async def stop(self) -> None:
+        if self.purge:
+            await self.purge.stop()
         if self.keys:
             await self.keys.stop()
+        if self.budgets:
+            await self.budgets.stop()
         if self.writer:
             await self.writer.stop()
         for provider in self.providers.values():

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway_app.budgets import BudgetTracker
 from gateway_app.config import GatewaySettings
 from gateway_app.http import (
     HTTPError,
@@ -62,8 +63,16 @@ def _request_id(scope: Scope) -> str:
 
 
 class DataPlane:
-    def __init__(self, settings: GatewaySettings, keys: KeyCache, router: Router, writer: RequestLogWriter):
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        keys: KeyCache,
+        router: Router,
+        writer: RequestLogWriter,
+        budgets: BudgetTracker,
+    ):
         self._settings = settings
+        self._budgets = budgets
         self._keys = keys
         self._router = router
         self._writer = writer
@@ -180,6 +189,7 @@ class DataPlane:
             record.request_body = body
         stream = operation == "chat" and payload.get("stream") is True
         record.stream = stream
+        self._budgets.check(ctx.identity.service_account_id)  # in memory; before any provider call
 
         route, call = await self._open_with_fallback(operation, entry, payload, ctx)
         record.provider = route.provider_name
