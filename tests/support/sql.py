@@ -24,15 +24,19 @@ def scalar(url: str, sql: str, *args: Any) -> Any:
     return next(iter(rows[0].values())) if rows else None
 
 
-def execute_many(url: str, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-    """Runs the statements in one transaction."""
+def count(url: str, table: str) -> int:
+    return int(scalar(url, f"SELECT COUNT(*) FROM {table}"))
+
+
+def execute_many(url: str, batches: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    """Runs each statement over its rows, all in one transaction."""
 
     async def run() -> None:
         db = await connect(url, 1, 1)
         try:
             async with db.transaction() as tx:
-                for sql, args in statements:
-                    await tx.execute(sql, *args)
+                for sql, rows in batches:
+                    await tx.executemany(sql, rows)
         finally:
             await db.close()
 
