@@ -13,12 +13,17 @@ from gateway_app.budgets import BudgetTracker
 from gateway_app.config import GatewaySettings
 from gateway_app.http import HTTPError, Receive, Scope, Send, send_error, send_json, send_response
 from gateway_app.keys import KeyCache
+from gateway_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway_app.metrics import RequestMetrics, build_registry, render
 from gateway_app.providers import Provider, build_provider
 from gateway_app.proxy import DataPlane
 from gateway_app.purge import PurgeScheduler
+from gateway_app.ratelimit import RateLimiter, build_rate_limiter
 from gateway_app.request_log import RequestLogWriter
+from gateway_app.resilience import OverridesSync
 from gateway_app.routing import Router
 from gateway_app.storage import Database, connect
+from gateway_app.telemetry import Telemetry
 
 log = logging.getLogger("gateway.app")
 
@@ -39,6 +44,11 @@ class Gateway:
         self.budgets: BudgetTracker | None = None
         self.purge: PurgeScheduler | None = None
         self.data_plane: DataPlane | None = None
+        self.metrics = RequestMetrics()
+        self.metrics_registry = build_registry(self)
+        self.overrides: OverridesSync | None = None
+        self.limiter: RateLimiter | None = None
+        self.telemetry: Telemetry | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -55,13 +65,28 @@ class Gateway:
             )
         self.providers = {p.name: build_provider(p) for p in s.providers}
         self.router = Router(s, self.providers)
+        self.overrides = OverridesSync(self.db, self.router, s.resilience)
+        await self.overrides.start()
+        self.limiter = build_rate_limiter(s.rate_limits)
+        self.telemetry = Telemetry(s.server, self.metrics, self.router)
+        self.telemetry.start()
         self.keys = KeyCache(self.db, s.auth.key_cache_refresh_seconds)
         await self.keys.start()
         self.budgets = BudgetTracker(self.db)
         await self.budgets.start()
         self.writer = RequestLogWriter(self.db, s.request_logging, on_spend=self.budgets.record)
+        self.writer.usage_observer = self.metrics.observe_usage
         await self.writer.start()
-        self.data_plane = DataPlane(s, self.keys, self.router, self.writer, self.budgets)
+        self.data_plane = DataPlane(
+            s,
+            self.keys,
+            self.router,
+            self.writer,
+            metrics=self.metrics,
+            limiter=self.limiter,
+            tracer=self.telemetry.tracer,
+            budgets=self.budgets,
+        )
         self.purge = PurgeScheduler(self.db, s.request_logging.purge)
         await self.purge.start()
 
@@ -70,10 +95,16 @@ class Gateway:
             await self.purge.stop()
         if self.keys:
             await self.keys.stop()
+        if self.overrides:
+            await self.overrides.stop()
         if self.budgets:
             await self.budgets.stop()
         if self.writer:
             await self.writer.stop()
+        if self.telemetry:
+            await self.telemetry.stop()
+        if self.limiter:
+            await self.limiter.close()
         for provider in self.providers.values():
             await provider.close()
         if self.db:
@@ -81,6 +112,9 @@ class Gateway:
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         details: dict[str, Any] = {"version": __version__}
+        otel = self.telemetry.readiness() if self.telemetry else None
+        if otel is not None:
+            details["otel"] = otel  # a warning only: a missing collector never makes a replica unready
         if self.db is None:
             return False, {**details, "database": "not connected"}
         try:
@@ -109,6 +143,7 @@ class GatewayApp:
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
+            ("GET", "/metrics"): self._metrics,
             ("GET", "/v1/models"): self._operation("models"),
             ("POST", "/v1/chat/completions"): self._operation("chat"),
             ("POST", "/v1/embeddings"): self._operation("embeddings"),
@@ -150,6 +185,9 @@ class GatewayApp:
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_response(send, 200, b'{"status":"ok"}')
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_response(send, 200, render(self.gateway.metrics_registry), METRICS_CONTENT_TYPE)
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
         ready, details = await self.gateway.readiness()

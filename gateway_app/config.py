@@ -297,6 +297,15 @@ def _cross_checks(settings: GatewaySettings) -> list[tuple[str, str]]:
     """Checks that span sections: routes name real providers, Vertex model format."""
     problems: list[tuple[str, str]] = []
     providers = {p.name: p for p in settings.providers}
+    for pi, provider in enumerate(settings.providers):
+        if provider.type == "gcp_vertex" and provider.credentials_file is None:
+            problems.append(
+                (
+                    f"providers[{pi}].credentials_file",
+                    "gcp_vertex providers need credentials_file: a secret reference to the "
+                    "service-account JSON (e.g. env.GOOGLE_APPLICATION_CREDENTIALS holding its path)",
+                )
+            )
     seen_models: set[str] = set()
     for mi, model in enumerate(settings.models):
         if model.name in seen_models:

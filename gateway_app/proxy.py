@@ -36,9 +36,12 @@ from gateway_app.http import (
     send_response,
 )
 from gateway_app.keys import KeyCache, KeyIdentity, now_ms
+from gateway_app.metrics import RequestMetrics
 from gateway_app.providers import UpstreamCall, UpstreamError
+from gateway_app.ratelimit import RateLimiter
 from gateway_app.request_log import Attempt, RequestLogWriter, RequestRecord, caller_tags
 from gateway_app.routing import ModelEntry, Route, Router
+from gateway_app.telemetry import RequestTracer
 
 log = logging.getLogger("gateway.proxy")
 access_log = logging.getLogger("gateway.access")
@@ -69,10 +72,17 @@ class DataPlane:
         keys: KeyCache,
         router: Router,
         writer: RequestLogWriter,
-        budgets: BudgetTracker,
+        *,
+        metrics: RequestMetrics | None = None,
+        limiter: RateLimiter | None = None,
+        tracer: RequestTracer | None = None,
+        budgets: BudgetTracker | None = None,
     ):
         self._settings = settings
         self._budgets = budgets
+        self._metrics = metrics or RequestMetrics()
+        self._limiter = limiter
+        self._tracer = tracer
         self._keys = keys
         self._router = router
         self._writer = writer
@@ -94,8 +104,11 @@ class DataPlane:
             ),
         )
         id_header = [(b"x-request-id", request_id.encode())]
+        self._metrics.in_flight += 1
         try:
             ctx.identity = await self._authenticate(scope)
+            if self._limiter is not None:
+                await self._limiter.check(ctx.identity)
             ctx.record.api_key_id = ctx.identity.key_id
             ctx.record.service_account_id = ctx.identity.service_account_id
             if operation == "models":
@@ -107,11 +120,16 @@ class DataPlane:
             ctx.record.error_code = error.code
             await send_error(send, error, id_header)
         finally:
+            self._metrics.in_flight -= 1
             self._finish(ctx)
 
     def _finish(self, ctx: RequestContext) -> None:
         record = ctx.record
-        record.latency_ms = int((time.perf_counter() - ctx.started) * 1000)
+        elapsed = time.perf_counter() - ctx.started
+        record.latency_ms = int(elapsed * 1000)
+        self._metrics.observe(record, elapsed)
+        if self._tracer is not None:
+            self._tracer.record(record, elapsed)
         if record.operation != "models":
             self._writer.submit(record)
         if self._access_log:
@@ -189,7 +207,8 @@ class DataPlane:
             record.request_body = body
         stream = operation == "chat" and payload.get("stream") is True
         record.stream = stream
-        self._budgets.check(ctx.identity.service_account_id)  # in memory; before any provider call
+        if self._budgets is not None:
+            self._budgets.check(ctx.identity.service_account_id)  # in memory; before any provider call
 
         route, call = await self._open_with_fallback(operation, entry, payload, ctx)
         record.provider = route.provider_name
@@ -214,40 +233,50 @@ class DataPlane:
                 503, f"model '{entry.name}' has no enabled route right now", "no_route_available", "api_error"
             )
         last_error: UpstreamError | None = None
-        for number, route in enumerate(plan[: self._max_attempts]):
+        number = 0
+        for route in plan:
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if number >= self._max_attempts or remaining <= 0:
                 break
+            if not route.health.allow(time.monotonic()):
+                continue  # open circuit: skipped without waiting on it
             if number and self._backoff:
                 await asyncio.sleep(min(self._backoff * number, remaining))
+                remaining = deadline - loop.time()
+            number += 1
             payload["model"] = route.upstream_model
             started = time.perf_counter()
             try:
                 call = await route.provider.open(operation, orjson.dumps(payload), remaining)
             except UpstreamError as exc:
+                elapsed = time.perf_counter() - started
+                # A refused request (400) says the upstream is up: only retryable failures trip the breaker.
+                if exc.retryable:
+                    route.health.failed(elapsed, str(exc))
+                else:
+                    route.health.succeeded(elapsed)
                 ctx.record.attempts.append(
                     Attempt(
-                        route.provider_name,
-                        route.upstream_model,
-                        exc.status,
-                        str(exc),
-                        int((time.perf_counter() - started) * 1000),
+                        route.provider_name, route.upstream_model, exc.status, str(exc), int(elapsed * 1000)
                     )
                 )
                 last_error = exc
                 if not exc.retryable:
                     break
                 continue
+            elapsed = time.perf_counter() - started
+            route.health.succeeded(elapsed)
             ctx.record.attempts.append(
-                Attempt(
-                    route.provider_name,
-                    route.upstream_model,
-                    call.status,
-                    None,
-                    int((time.perf_counter() - started) * 1000),
-                )
+                Attempt(route.provider_name, route.upstream_model, call.status, None, int(elapsed * 1000))
             )
             return route, call
+        if number == 0 and deadline > loop.time():
+            raise HTTPError(
+                503,
+                f"every route of model '{entry.name}' has an open circuit (failing upstreams); retry shortly",
+                "no_route_available",
+                "api_error",
+            )
         raise _client_error(entry.name, last_error)
 
     async def _relay_stream(

@@ -117,6 +117,8 @@ class RequestLogWriter:
         self.dropped = 0
         self.written = 0
         self.write_errors = 0
+        # Sees (record, prompt tokens, completion tokens, cost micros) of every record (metrics).
+        self.usage_observer: Callable[[RequestRecord, int | None, int | None, int | None], None] | None = None
 
     @property
     def capture_payloads(self) -> bool:
@@ -181,6 +183,8 @@ class RequestLogWriter:
         """Writes one request's rows; returns its ledger cost in micro-USD (0 without a ledger row)."""
         prompt_tokens, completion_tokens = parse_usage(r.response_body, r.stream)
         cost, pricing_status = cost_micros(r.price, prompt_tokens, completion_tokens)
+        if self.usage_observer is not None:
+            self.usage_observer(r, prompt_tokens, completion_tokens, cost)
         if r.model is not None and r.provider is not None:
             await tx.execute(
                 "INSERT INTO usage_cost_events (request_id, created_at, api_key_id, service_account_id, "

@@ -16,6 +16,7 @@ from itertools import groupby
 from gateway_app.config import GatewaySettings, ModelSettings, RouteSettings
 from gateway_app.pricing import Price, lookup
 from gateway_app.providers import Provider
+from gateway_app.resilience import RouteHealth
 
 
 @dataclass(slots=True, eq=False)
@@ -29,7 +30,8 @@ class Route:
     weight: int
     price: Price | None
     settings: RouteSettings
-    # Admin overrides and circuit state, refreshed in the background.
+    health: RouteHealth  # this replica's breaker, last error and latency
+    # Admin overrides, refreshed in the background.
     admin_enabled: bool | None = None
     provider_admin_enabled: bool | None = None
 
@@ -78,6 +80,7 @@ class Router:
                 weight=r.weight,
                 price=lookup(settings.provider(r.provider).pricing_provider_id, r.upstream_model, r),
                 settings=r,
+                health=RouteHealth(route_key(model.name, r), settings.resilience),
             )
             for r in sorted(model.routes, key=lambda r: r.priority)
         ]

@@ -123,12 +123,11 @@ class Launcher:
     def gateway(
         self, config: dict[str, Any], env: dict[str, str] | None = None, wait: bool = True, seed: bool = True
     ) -> GatewayProcess:
-        gateway = GatewayProcess(
-            copy.deepcopy(config), self.workdir, env={**BASE_ENV, **(env or {})}, wait=wait
-        )
+        full_env = {**BASE_ENV, **(env or {})}
+        gateway = GatewayProcess(copy.deepcopy(config), self.workdir, env=full_env, wait=wait)
         self._procs.append(gateway)
         if wait and seed:
-            seeded = run_cli("seed-config", "--config", str(gateway.config_path), env=BASE_ENV)
+            seeded = run_cli("seed-config", "--config", str(gateway.config_path), env=full_env)
             assert seeded.returncode == 0, seeded.stderr
         return gateway
 

@@ -8,24 +8,12 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_PASSWORD, backend_of, base_config
-
-EMAIL = "admin@example.com"
+from tests.support.admin import ADMIN_EMAIL, bearer, login
 
 
 @pytest.fixture(scope="module")
 def gateway(module_db_url, module_launcher):
     return module_launcher.gateway(base_config(module_db_url))
-
-
-def login(url: str, email: str = EMAIL, password: str = ADMIN_PASSWORD, client: str | None = None):
-    headers = {"X-Forwarded-For": client} if client else {}
-    return httpx.post(
-        url + "/admin/api/session", json={"email": email, "password": password}, headers=headers
-    )
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_login_with_bearer_and_cookie(gateway) -> None:
@@ -36,7 +24,7 @@ def test_login_with_bearer_and_cookie(gateway) -> None:
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and body["token"] in cookie
     me = httpx.get(gateway.url + "/admin/api/me", headers=bearer(body["token"]))
-    assert me.status_code == 200 and me.json()["email"] == EMAIL
+    assert me.status_code == 200 and me.json()["email"] == ADMIN_EMAIL
     with_cookie = httpx.get(gateway.url + "/admin/api/me", cookies={"gw_session": body["token"]})
     assert with_cookie.status_code == 200
 

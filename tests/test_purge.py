@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import BASE_ENV, base_config
 from tests.support import sql
-from tests.support.processes import free_port, run_cli, wait_http
+from tests.support.processes import free_port, run_cli, wait_http, wait_until
 
 DAY_MS = 86_400_000
 OLD, RECENT = 1_105, 4  # more old logs than one purge batch (1000)
@@ -127,9 +127,7 @@ def test_two_replicas_purge_once_a_day(db_url, tmp_path, launcher) -> None:
     def finished_runs() -> list[dict[str, Any]]:
         return sql.fetch(db_url, "SELECT * FROM maintenance_runs WHERE finished_at IS NOT NULL")
 
-    deadline = time.monotonic() + 20
-    while not finished_runs() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(finished_runs, timeout=20)
     runs = sql.fetch(db_url, "SELECT * FROM maintenance_runs")
     assert len(runs) == 1 and runs[0]["job"] == "purge_request_logs"
     assert runs[0]["utc_day"] == time.strftime("%Y-%m-%d", time.gmtime())
@@ -147,7 +145,5 @@ def test_two_replicas_purge_once_a_day(db_url, tmp_path, launcher) -> None:
             for r in replicas
         )
 
-    deadline = time.monotonic() + 10
-    while outcomes() != ["finished", "skipped"] and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: outcomes() == ["finished", "skipped"])
     assert outcomes() == ["finished", "skipped"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -309,3 +310,39 @@ def test_variant_digest_external_database_kubernetes_secrets(tmp_path) -> None:
         "to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}],
         "ports": [{"protocol": "TCP", "port": 6432}],
     }
+
+
+RUNBOOK_NAMES = [
+    "deploy",
+    "upgrade",
+    "rollback",
+    "migration_recovery",
+    "admin_login_check",
+    "provider_auth_check",
+    "otlp_check",
+    "purge_request_logs",
+    "rotate_gateway_key",
+    "rotate_admin_password",
+    "rotate_provider_secret",
+    "ha_check",
+    "incident_error_rate",
+    "db_maintenance",
+    "backup",
+    "restore",
+    "cert_check",
+    "health_report",
+]
+RUNBOOK_PLAYBOOKS = {f"playbooks/{name}.yml" for name in RUNBOOK_NAMES}
+
+
+def test_prod_and_staging_deploy_every_alert_with_its_playbook(runs) -> None:
+    shipped = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "gateway_app/alerts/rules.yml").read_text()
+    )
+    shipped_alerts = {r["alert"] for g in shipped["groups"] for r in g["rules"] if "alert" in r}
+    for stack in ("prod", "staging"):
+        rule = runs[stack].one("PrometheusRule").values
+        deployed = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+        assert {r["alert"] for r in deployed} == shipped_alerts
+        for alert in deployed:
+            assert alert["annotations"]["playbook"] in RUNBOOK_PLAYBOOKS, alert["alert"]

@@ -1,4 +1,4 @@
-"""An admin API client for tests: logs in as the bootstrap admin of tests/conftest.py's base_config."""
+"""Admin API helpers for tests: log in as the bootstrap admin, build bearer headers, a logged-in client."""
 
 from __future__ import annotations
 
@@ -7,19 +7,32 @@ from typing import Any
 import httpx
 import orjson
 
+ADMIN_EMAIL = "admin@example.com"
+
+
+def login(url: str, email: str = ADMIN_EMAIL, password: str | None = None, client: str | None = None):
+    from tests.conftest import ADMIN_PASSWORD
+
+    headers = {"X-Forwarded-For": client} if client else {}
+    return httpx.post(
+        url + "/admin/api/session",
+        json={"email": email, "password": ADMIN_PASSWORD if password is None else password},
+        headers=headers,
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
 
 class AdminClient:
-    def __init__(self, base_url: str, email: str = "admin@example.com", password: str | None = None):
-        from tests.conftest import ADMIN_PASSWORD
+    """A logged-in admin session against one gateway; paths are relative to /admin/api."""
 
-        response = httpx.post(
-            base_url + "/admin/api/session", json={"email": email, "password": password or ADMIN_PASSWORD}
-        )
+    def __init__(self, base_url: str, email: str = ADMIN_EMAIL, password: str | None = None):
+        response = login(base_url, email, password)
         response.raise_for_status()
         self._http = httpx.Client(
-            base_url=base_url + "/admin/api",
-            headers={"Authorization": f"Bearer {response.json()['token']}"},
-            timeout=10,
+            base_url=base_url + "/admin/api", headers=bearer(response.json()["token"]), timeout=10
         )
 
     def get(self, path: str, **params: Any) -> httpx.Response:

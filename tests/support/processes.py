@@ -42,6 +42,15 @@ def wait_http(
     raise TimeoutError(f"{url} not ready after {timeout}s ({last})")
 
 
+def wait_until(check, timeout: float = 10.0):
+    """Poll ``check`` until it returns something true, and return that; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+    return result
+
+
 class Process:
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path = REPO):
         self.log_path = log_path
