@@ -20,15 +20,18 @@ async def bootstrap_admin(db: Executor, settings: GatewaySettings, reset_passwor
     row = await db.fetchrow("SELECT id FROM admin_users WHERE email = $1", email)
     ts = now_ms()
     if row is None:
-        await db.execute(
+        # Replicas started together all run this: one inserts, the others find it present.
+        created = await db.execute(
             "INSERT INTO admin_users (email, password_hash, must_change_password, created_at, updated_at) "
-            "VALUES ($1, $2, $3, $4, $4)",
+            "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (email) DO NOTHING",
             email,
             password_hasher.hash(plan.password.value),
             plan.require_password_change,
             ts,
         )
-        return "created"
+        if created:
+            return "created"
+        row = await db.fetchrow("SELECT id FROM admin_users WHERE email = $1", email)
     if not reset_password:
         return "already present"
     await db.execute(

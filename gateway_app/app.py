@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway_app import __version__, migrations
 from gateway_app.admin import AdminAPI
+from gateway_app.budgets import BudgetTracker
 from gateway_app.config import GatewaySettings
 from gateway_app.http import HTTPError, Receive, Scope, Send, send_error, send_json, send_response
 from gateway_app.keys import KeyCache
@@ -16,6 +17,7 @@ from gateway_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway_app.metrics import RequestMetrics, build_registry, render
 from gateway_app.providers import Provider, build_provider
 from gateway_app.proxy import DataPlane
+from gateway_app.purge import PurgeScheduler
 from gateway_app.ratelimit import RateLimiter, build_rate_limiter
 from gateway_app.request_log import RequestLogWriter
 from gateway_app.resilience import OverridesSync
@@ -39,6 +41,8 @@ class Gateway:
         self.keys: KeyCache | None = None
         self.router: Router | None = None
         self.writer: RequestLogWriter | None = None
+        self.budgets: BudgetTracker | None = None
+        self.purge: PurgeScheduler | None = None
         self.data_plane: DataPlane | None = None
         self.metrics = RequestMetrics()
         self.metrics_registry = build_registry(self)
@@ -68,7 +72,9 @@ class Gateway:
         self.telemetry.start()
         self.keys = KeyCache(self.db, s.auth.key_cache_refresh_seconds)
         await self.keys.start()
-        self.writer = RequestLogWriter(self.db, s.request_logging)
+        self.budgets = BudgetTracker(self.db)
+        await self.budgets.start()
+        self.writer = RequestLogWriter(self.db, s.request_logging, on_spend=self.budgets.record)
         self.writer.usage_observer = self.metrics.observe_usage
         await self.writer.start()
         self.data_plane = DataPlane(
@@ -79,13 +85,20 @@ class Gateway:
             metrics=self.metrics,
             limiter=self.limiter,
             tracer=self.telemetry.tracer,
+            budgets=self.budgets,
         )
+        self.purge = PurgeScheduler(self.db, s.request_logging.purge)
+        await self.purge.start()
 
     async def stop(self) -> None:
+        if self.purge:
+            await self.purge.stop()
         if self.keys:
             await self.keys.stop()
         if self.overrides:
             await self.overrides.stop()
+        if self.budgets:
+            await self.budgets.stop()
         if self.writer:
             await self.writer.stop()
         if self.telemetry:

@@ -128,37 +128,117 @@ async def cmd_keys(args: argparse.Namespace, settings: GatewaySettings) -> int:
 
     async def work(db: Database) -> int:
         if args.keys_command == "create":
-            key = keys.generate_key()
-            expires_at = keys.now_ms() + parse_duration(args.expires_in) * 1000 if args.expires_in else None
-            models: str | list[str] = "all" if args.models == "all" else args.models.split(",")
-            async with db.transaction() as tx:
-                account_id = await keys.ensure_service_account(tx, args.service_account)
-                await keys.insert_key(
-                    tx, key, args.name, account_id, models, source="cli", expires_at=expires_at
-                )
-            # The only time the secret is ever shown.
-            print(key)
+            models = keys.validate_grants(
+                "all" if args.models == "all" else args.models.split(","), [m.name for m in settings.models]
+            )
+            key, _ = await keys.create_key(
+                db,
+                args.service_account,
+                args.name,
+                models,
+                parse_duration(args.expires_in) if args.expires_in else None,
+                source="cli",
+                create_account=True,
+            )
+            print(key)  # the only time the secret is ever shown
             return EXIT_OK
         if args.keys_command == "list":
             listed = await keys.list_keys(db, include_revoked=args.all)
             if args.json:
                 _print_json(listed)
             else:
+                at = keys.now_ms()
                 for k in listed:
-                    state = "revoked" if k["revoked_at"] else "active"
+                    revoked_at = k["revoked_at"]
+                    state = "active" if revoked_at is None else "revoked" if revoked_at <= at else "revoking"
                     models_text = k["models"] if k["models"] == "all" else ",".join(k["models"])
                     owner = f"{k['service_account']}/{k['name']}"
                     print(f"{k['public_id']}  {state:8} {owner}  models={models_text}")
             return EXIT_OK
-        public_id = args.public_id.removeprefix("gwk_").split(".", 1)[0]
-        if await keys.revoke_key(db, public_id):
-            print(
-                f"revoked gwk_{public_id}; every replica refuses it within "
-                f"{settings.auth.key_cache_refresh_seconds:g}s"
+        public_id = keys.normalize_public_id(args.public_id)
+        refresh = f"{settings.auth.key_cache_refresh_seconds:g}s"
+        if args.keys_command == "rotate":
+            after = parse_duration(args.revoke_old_after) if args.revoke_old_after else None
+            try:
+                key, new, _ = await keys.rotate_key(db, public_id, after, source="cli")
+            except keys.NotFound as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_ERROR
+            print(key)  # the only time the new secret is ever shown
+            old_fate = (
+                "stays active until revoked"
+                if after is None
+                else f"is revoked in {args.revoke_old_after} (plus up to {refresh} on every replica)"
             )
+            print(
+                f"rotated gwk_{public_id} -> gwk_{new['public_id']}; the old key {old_fate}", file=sys.stderr
+            )
+            return EXIT_OK
+        if await keys.revoke_key(db, public_id):
+            print(f"revoked gwk_{public_id}; every replica refuses it within {refresh}")
             return EXIT_OK
         print(f"error: no active key gwk_{public_id}", file=sys.stderr)
         return EXIT_ERROR
+
+    return await _with_db(settings, work)
+
+
+async def cmd_service_accounts(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    from gateway_app import accounts
+    from gateway_app.keys import Conflict, NotFound
+
+    def budget_arg() -> tuple[str, int] | None:
+        if args.window is None and args.limit_usd is None:
+            return None
+        return accounts.parse_budget({"window": args.window, "limit_usd": args.limit_usd})
+
+    async def work(db: Database) -> int:
+        command = args.sa_command
+        try:
+            if command == "list":
+                listed = await accounts.list_service_accounts(db)
+                if args.json:
+                    _print_json(listed)
+                    return EXIT_OK
+                for a in listed:
+                    b = a["budget"]
+                    budget = (
+                        f"{b['window']} ${b['spent_usd']:.4f}/${b['limit_usd']:.2f}" if b else "no budget"
+                    )
+                    print(f"{a['name']}  {'disabled' if a['disabled'] else 'enabled':8} {budget}")
+                return EXIT_OK
+            if command == "create":
+                account = await accounts.create_service_account(db, args.name, budget_arg(), source="cli")
+            elif command in ("disable", "enable"):
+                account = await accounts.set_disabled(db, args.name, command == "disable")
+            else:
+                budget = None if args.clear else budget_arg()
+                if budget is None and not args.clear:
+                    raise ValueError("set-budget needs --window and --limit-usd, or --clear")
+                account = await accounts.set_budget(db, args.name, budget)
+        except (NotFound, Conflict) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        _print_json(account)
+        return EXIT_OK
+
+    return await _with_db(settings, work)
+
+
+async def cmd_purge_request_logs(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    from gateway_app.purge import purge_request_logs
+
+    async def work(db: Database) -> int:
+        report = await purge_request_logs(db, args.retention, dry_run=args.dry_run)
+        if args.json:
+            _print_json(report.as_dict())
+            return EXIT_OK
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"request logs older than {args.retention} (created before {report.cutoff_ms} ms):")
+        for table, count in report.tables.items():
+            print(f"  {table}: {verb} {count}")
+        print(f"  usage_cost_events: untouched ({report.ledger_rows} rows)")
+        return EXIT_OK
 
     return await _with_db(settings, work)
 
@@ -217,6 +297,38 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     revoke = keys_sub.add_parser("revoke", parents=[common], help="revoke a key by public id")
     revoke.add_argument("public_id")
+    rotate = keys_sub.add_parser(
+        "rotate", parents=[common], help="replace a key (same owner, grants, budget); prints the new key once"
+    )
+    rotate.add_argument("public_id")
+    rotate.add_argument(
+        "--revoke-old-after", help="schedule the old key's revocation, e.g. 1h (0s: now); default: keep it"
+    )
+
+    accounts = sub.add_parser("service-accounts", help="service accounts and budgets")
+    sa_sub = accounts.add_subparsers(dest="sa_command", required=True)
+    sa_list = sa_sub.add_parser("list", parents=[common], help="accounts with budget and current spend")
+    sa_list.add_argument("--json", action="store_true")
+    for name, text in (
+        ("create", "create an account"),
+        ("disable", "disable an account: its keys stop working"),
+        ("enable", "enable a disabled account"),
+        ("set-budget", "set or clear an account's budget"),
+    ):
+        command = sa_sub.add_parser(name, parents=[common], help=text)
+        command.add_argument("name")
+        if name in ("create", "set-budget"):
+            command.add_argument("--window", choices=["daily", "weekly", "monthly"])
+            command.add_argument("--limit-usd", type=float)
+        if name == "set-budget":
+            command.add_argument("--clear", action="store_true", help="remove the budget")
+
+    purge = sub.add_parser(
+        "purge-request-logs", parents=[common], help="delete request logs past retention (never the ledger)"
+    )
+    purge.add_argument("--retention", required=True, choices=["1d", "3d", "7d"])
+    purge.add_argument("--dry-run", action="store_true", help="count what would be deleted")
+    purge.add_argument("--json", action="store_true")
     return parser
 
 
@@ -225,6 +337,8 @@ _ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, GatewaySettings], Await
     "bootstrap-admin": cmd_bootstrap_admin,
     "seed-config": cmd_seed_config,
     "keys": cmd_keys,
+    "service-accounts": cmd_service_accounts,
+    "purge-request-logs": cmd_purge_request_logs,
 }
 
 

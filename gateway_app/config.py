@@ -158,6 +158,14 @@ class ProviderSettings(_Strict):
     location: str | None = None
     credentials_file: Secret | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _echo_priced_by_default(cls, data: Any) -> Any:
+        # The offline echo provider has its own catalog entry, so budgets work in demos.
+        if isinstance(data, dict) and data.get("type") == "echo" and "pricing_provider_id" not in data:
+            return {**data, "pricing_provider_id": "echo"}
+        return data
+
     @model_validator(mode="after")
     def _type_fields(self) -> ProviderSettings:
         if self.type == "openai_compat":

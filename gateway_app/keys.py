@@ -19,6 +19,7 @@ import re
 import secrets
 import string
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,3 +259,104 @@ async def list_keys(db: Executor, include_revoked: bool = False) -> list[dict[st
     where = "" if include_revoked else "WHERE k.revoked_at IS NULL"
     rows = await db.fetch(f"SELECT k.*, s.name AS account_name {_KEY_FROM} {where} ORDER BY k.id")
     return [key_row_to_dict(r) for r in rows]
+
+
+class NotFound(LookupError):
+    """The named key or service account does not exist (or is not in the state asked for)."""
+
+
+class Conflict(Exception):
+    """The change contradicts what exists (a name already taken)."""
+
+
+def normalize_public_id(text: str) -> str:
+    """Accepts 'abc…', 'gwk_abc…' or a whole key; returns the public id."""
+    return text.strip().removeprefix("gwk_").split(".", 1)[0]
+
+
+def validate_grants(models: Any, known_models: Collection[str]) -> str | list[str]:
+    """'all' or a non-empty list of configured model names; ValueError naming what is wrong."""
+    if models in ("all", ALL_MODELS):
+        return "all"
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
+        raise ValueError("models must be 'all' or a non-empty list of model names")
+    unknown = sorted(set(models) - set(known_models))
+    if unknown:
+        raise ValueError(
+            f"unknown model(s) {', '.join(unknown)}; configured: {', '.join(sorted(known_models))}"
+        )
+    return sorted(set(models))
+
+
+async def account_id_by_name(db: Executor, name: str) -> int:
+    account_id = await db.fetchval("SELECT id FROM service_accounts WHERE name = $1", name)
+    if account_id is None:
+        raise NotFound(f"no service account '{name}'")
+    return account_id
+
+
+async def get_key(db: Executor, public_id: str) -> dict[str, Any]:
+    row = await db.fetchrow(
+        f"SELECT k.*, s.name AS account_name {_KEY_FROM} WHERE k.public_id = $1", public_id
+    )
+    if row is None:
+        raise NotFound(f"no key gwk_{public_id}")
+    return key_row_to_dict(row)
+
+
+async def create_key(
+    db: Database,
+    service_account: str,
+    name: str,
+    models: str | list[str] = "all",
+    expires_in_seconds: int | None = None,
+    source: str = "api",
+    create_account: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """(the key, shown once; the key as listed). ``create_account`` makes the owner if it is missing."""
+    key = generate_key()
+    expires_at = now_ms() + expires_in_seconds * 1000 if expires_in_seconds else None
+    # exclusive: a read-then-write transaction on SQLite must hold the write lock from the start,
+    # or a concurrent commit (the log writer) makes its first write fail with "database is locked".
+    async with db.transaction(exclusive=True) as tx:
+        if create_account:
+            account_id = await ensure_service_account(tx, service_account, source)
+        else:
+            account_id = await account_id_by_name(tx, service_account)
+        await insert_key(tx, key, name, account_id, models, source=source, expires_at=expires_at)
+        return key, await get_key(tx, normalize_public_id(key))
+
+
+async def rotate_key(
+    db: Database, public_id: str, revoke_old_after_seconds: float | None = None, source: str = "api"
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A replacement with the same owner, name, grants (and so budget) and lifetime.
+
+    The old key keeps working until revoked; with ``revoke_old_after_seconds`` its
+    revocation is scheduled that far ahead (0: at once), in the same transaction.
+    Returns (new key shown once, new key as listed, old key as listed).
+    """
+    async with db.transaction(exclusive=True) as tx:  # read-then-write: see create_key
+        old = await tx.fetchrow("SELECT * FROM api_keys WHERE public_id = $1", public_id)
+        if old is None or (old["revoked_at"] is not None and old["revoked_at"] <= now_ms()):
+            raise NotFound(f"no active key gwk_{public_id}")
+        lifetime = old["expires_at"] - old["created_at"] if old["expires_at"] is not None else None
+        key = generate_key()
+        await insert_key(
+            tx,
+            key,
+            old["name"],
+            old["service_account_id"],
+            _grants_as_models(old["model_grants"]),
+            source=source,
+            rotated_from_id=old["id"],
+            expires_at=now_ms() + lifetime if lifetime is not None else None,
+        )
+        if revoke_old_after_seconds is not None:
+            await revoke_key(tx, public_id, revoke_old_after_seconds)
+        return key, await get_key(tx, normalize_public_id(key)), await get_key(tx, public_id)
+
+
+def _grants_as_models(stored: str) -> str | list[str]:
+    grants = decode_grants(stored)
+    return "all" if grants is None else sorted(grants)

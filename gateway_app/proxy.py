@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway_app.budgets import BudgetTracker
 from gateway_app.config import GatewaySettings
 from gateway_app.http import (
     HTTPError,
@@ -75,8 +76,10 @@ class DataPlane:
         metrics: RequestMetrics | None = None,
         limiter: RateLimiter | None = None,
         tracer: RequestTracer | None = None,
+        budgets: BudgetTracker | None = None,
     ):
         self._settings = settings
+        self._budgets = budgets
         self._metrics = metrics or RequestMetrics()
         self._limiter = limiter
         self._tracer = tracer
@@ -204,6 +207,8 @@ class DataPlane:
             record.request_body = body
         stream = operation == "chat" and payload.get("stream") is True
         record.stream = stream
+        if self._budgets is not None:
+            self._budgets.check(ctx.identity.service_account_id)  # in memory; before any provider call
 
         route, call = await self._open_with_fallback(operation, entry, payload, ctx)
         record.provider = route.provider_name

@@ -32,6 +32,8 @@ TAG_HEADERS = {
 }
 TAGS_HEADER = b"x-gateway-tags"  # comma-separated k=v pairs
 _REDACTED_FIELDS = frozenset({"api_key", "authorization", "password", "secret", "token"})
+# Told (service_account_id, created_at, cost_micros) for each ledger row once it is committed.
+SpendListener = Callable[[int | None, int, int], None]
 
 
 @dataclass(slots=True)
@@ -97,16 +99,21 @@ def _payload_text(body: bytes | None, cap: int) -> tuple[str | None, bool]:
         text = orjson.dumps(_redact(orjson.loads(body))).decode()
     except orjson.JSONDecodeError:
         text = body.decode("utf-8", "replace")
-    return (text[:cap], True) if len(text) > cap else (text, False)
+    encoded = text.encode()
+    if len(encoded) <= cap:
+        return text, False
+    return encoded[:cap].decode("utf-8", "ignore"), True  # cap in bytes, never a split character
 
 
 class RequestLogWriter:
-    def __init__(self, db: Database, settings: RequestLoggingSettings):
+    def __init__(self, db: Database, settings: RequestLoggingSettings, on_spend: SpendListener | None = None):
         self._db = db
         self._settings = settings
+        self._on_spend = on_spend
         self._queue: deque[RequestRecord] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.dropped = 0
         self.written = 0
         self.write_errors = 0
@@ -134,16 +141,20 @@ class RequestLogWriter:
         self._task = asyncio.create_task(self._run(), name="request-log-writer")
 
     async def stop(self) -> None:
-        """Flush everything queued, then stop (graceful shutdown)."""
+        """Flush everything queued, then stop (graceful shutdown).
+
+        The loop is asked to finish rather than cancelled: a cancel could land inside a
+        batch's transaction and lose records already taken off the queue.
+        """
+        self._stopping = True
+        self._wakeup.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
         while self._queue:
             await self.flush()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._settings.flush_interval_seconds)
             self._wakeup.clear()
@@ -156,17 +167,20 @@ class RequestLogWriter:
             return 0
         try:
             async with self._db.transaction() as tx:
-                for record in batch:
-                    await self._write(tx, record)
+                costs = [await self._write(tx, record) for record in batch]
         except Exception as exc:
             # The batch is lost rather than retried forever; the count makes it visible.
             self.write_errors += len(batch)
             log.error("request log batch of %d not written: %s", len(batch), exc.__class__.__name__)
             return 0
         self.written += len(batch)
+        if self._on_spend is not None:
+            for record, cost in zip(batch, costs, strict=True):
+                self._on_spend(record.service_account_id, record.created_at, cost)
         return len(batch)
 
-    async def _write(self, tx: Executor, r: RequestRecord) -> None:
+    async def _write(self, tx: Executor, r: RequestRecord) -> int:
+        """Writes one request's rows; returns its ledger cost in micro-USD (0 without a ledger row)."""
         prompt_tokens, completion_tokens = parse_usage(r.response_body, r.stream)
         cost, pricing_status = cost_micros(r.price, prompt_tokens, completion_tokens)
         if self.usage_observer is not None:
@@ -188,8 +202,10 @@ class RequestLogWriter:
                 cost,
                 pricing_status,
             )
+        else:
+            cost = 0
         if self._settings.mode == "disabled":
-            return
+            return cost
         log_id = await tx.fetchval(
             "INSERT INTO request_logs (request_id, created_at, api_key_id, service_account_id, operation, "
             "model, provider, upstream_model, stream, status_code, error_code, latency_ms, ttft_ms, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway_app.admin import auth_routes, keys_routes, providers_routes
+from gateway_app.admin import accounts_routes, auth_routes, keys_routes, logs_routes, providers_routes
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.admin.sessions import authenticate
 from gateway_app.http import HTTPError, Receive, Scope, Send, bearer_token, header, send_error, send_json
@@ -18,7 +18,13 @@ if TYPE_CHECKING:
     from gateway_app.app import Gateway
 
 SESSION_COOKIE = "gw_session"
-_REGISTRARS = (auth_routes.register, keys_routes.register, providers_routes.register)
+_REGISTRARS = (
+    auth_routes.register,
+    keys_routes.register,
+    providers_routes.register,
+    accounts_routes.register,
+    logs_routes.register,
+)
 
 
 def _session_token(scope: Scope) -> str | None:

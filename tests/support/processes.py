@@ -42,12 +42,13 @@ def wait_http(
     raise TimeoutError(f"{url} not ready after {timeout}s ({last})")
 
 
-def wait_until(check, timeout: float = 10.0) -> None:
-    """Poll ``check`` until it is true; fail the test after ``timeout`` seconds."""
+def wait_until(check, timeout: float = 10.0):
+    """Poll ``check`` until it returns something true, and return that; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while not (result := check()):
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.1)
+    return result
 
 
 class Process:
