@@ -14,8 +14,9 @@ from gateway_app.storage import connect
 from tests.support.processes import GatewayProcess, free_port, run_cli, wait_http
 
 KEY_ENV = "GATEWAY_BENCH_KEY"
-_DRAIN_POLL_SECONDS = 0.6
-_DRAIN_POLLS = 30
+_DRAIN_POLL_SECONDS = 0.4
+_DRAIN_UNCHANGED_POLLS = 2
+_DRAIN_POLLS = 150
 
 
 def config(db_url: str, upstreams: dict[str, str]) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def mark(pid: int, db_url: str) -> Mark:
 def cost_since(start: Mark, pid: int, db_url: str, requests: int) -> GatewayCost:
     """All the gateway's work for the `requests` answered since `start`, waiting for its log writer."""
     logged_at_stop = logged_requests(db_url)
-    logged = drained_logged_requests(db_url)
+    logged = drained_logged_requests(db_url, at_least=start.logged + requests)
     return GatewayCost(
         cpu_us_per_request=(cpu_seconds(pid) - start.cpu_seconds) / requests * 1e6,
         logged_fraction=(logged - start.logged) / requests,
@@ -112,14 +113,16 @@ def logged_requests(db_url: str) -> int:
     return asyncio.run(count())
 
 
-def drained_logged_requests(db_url: str) -> int:
-    """Rows in request_logs once the background writer has drained its queue."""
-    last = logged_requests(db_url)
+def drained_logged_requests(db_url: str, at_least: int = 0) -> int:
+    """Rows in request_logs once the background writer is done with what it was given."""
+    count, unchanged = logged_requests(db_url), 0
     for _ in range(_DRAIN_POLLS):
-        # Longer than flush_interval_seconds: a drained queue leaves the count unchanged.
+        if at_least and count >= at_least:  # every answered request is logged
+            return count
+        if unchanged == _DRAIN_UNCHANGED_POLLS:  # a writer with a queue flushes without pause
+            return count
         time.sleep(_DRAIN_POLL_SECONDS)
         now = logged_requests(db_url)
-        if now == last:
-            return now
-        last = now
+        unchanged = unchanged + 1 if now == count else 0
+        count = now
     raise BenchError(f"the gateway's request log was still being written after {_DRAIN_POLLS} polls")
