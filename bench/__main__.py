@@ -60,8 +60,8 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--stream-pause",
         type=float,
-        default=0.05,
-        help="upstream pause after the first chunk, s (default 0.05)",
+        default=0.03,
+        help="upstream pause after the first chunk, s (default 0.03)",
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL request-log run")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the gateway and the load to CPUs")
