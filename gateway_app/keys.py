@@ -316,9 +316,7 @@ async def create_key(
     """(the key, shown once; the key as listed). ``create_account`` makes the owner if it is missing."""
     key = generate_key()
     expires_at = now_ms() + expires_in_seconds * 1000 if expires_in_seconds else None
-    # exclusive: a read-then-write transaction on SQLite must hold the write lock from the start,
-    # or a concurrent commit (the log writer) makes its first write fail with "database is locked".
-    async with db.transaction(exclusive=True) as tx:
+    async with db.transaction() as tx:
         if create_account:
             account_id = await ensure_service_account(tx, service_account, source)
         else:
@@ -336,7 +334,7 @@ async def rotate_key(
     revocation is scheduled that far ahead (0: at once), in the same transaction.
     Returns (new key shown once, new key as listed, old key as listed).
     """
-    async with db.transaction(exclusive=True) as tx:  # read-then-write: see create_key
+    async with db.transaction() as tx:
         old = await tx.fetchrow("SELECT * FROM api_keys WHERE public_id = $1", public_id)
         if old is None or (old["revoked_at"] is not None and old["revoked_at"] <= now_ms()):
             raise NotFound(f"no active key gwk_{public_id}")

@@ -21,7 +21,7 @@ import orjson
 
 from gateway_app.config import RequestLoggingSettings
 from gateway_app.pricing import Price, cost_micros
-from gateway_app.storage import Database, Executor
+from gateway_app.storage import Database, Transaction
 
 log = logging.getLogger("gateway.request_log")
 
@@ -105,6 +105,36 @@ def _payload_text(body: bytes | None, cap: int) -> tuple[str | None, bool]:
     return encoded[:cap].decode("utf-8", "ignore"), True  # cap in bytes, never a split character
 
 
+_REQUEST_LOG_COLUMNS = (
+    "request_id",
+    "created_at",
+    "api_key_id",
+    "service_account_id",
+    "operation",
+    "model",
+    "provider",
+    "upstream_model",
+    "stream",
+    "status_code",
+    "error_code",
+    "latency_ms",
+    "ttft_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_micros",
+    "attempts",
+)
+
+
+@dataclass(slots=True, frozen=True)
+class _Usage:
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost: int  # micro-USD; 0 when there is no ledger row
+    pricing_status: str
+    ledger: bool  # a provider answered: the request has a usage_cost_events row
+
+
 class RequestLogWriter:
     def __init__(self, db: Database, settings: RequestLoggingSettings, on_spend: SpendListener | None = None):
         self._db = db
@@ -165,9 +195,10 @@ class RequestLogWriter:
         batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._settings.batch_size))]
         if not batch:
             return 0
+        priced = [self._price(record) for record in batch]
         try:
             async with self._db.transaction() as tx:
-                costs = [await self._write(tx, record) for record in batch]
+                await self._write(tx, batch, priced)
         except Exception as exc:
             # The batch is lost rather than retried forever; the count makes it visible.
             self.write_errors += len(batch)
@@ -175,91 +206,89 @@ class RequestLogWriter:
             return 0
         self.written += len(batch)
         if self._on_spend is not None:
-            for record, cost in zip(batch, costs, strict=True):
-                self._on_spend(record.service_account_id, record.created_at, cost)
+            for record, usage in zip(batch, priced, strict=True):
+                if usage.ledger:
+                    self._on_spend(record.service_account_id, record.created_at, usage.cost)
         return len(batch)
 
-    async def _write(self, tx: Executor, r: RequestRecord) -> int:
-        """Writes one request's rows; returns its ledger cost in micro-USD (0 without a ledger row)."""
+    def _price(self, r: RequestRecord) -> _Usage:
         prompt_tokens, completion_tokens = parse_usage(r.response_body, r.stream)
         cost, pricing_status = cost_micros(r.price, prompt_tokens, completion_tokens)
         if self.usage_observer is not None:
             self.usage_observer(r, prompt_tokens, completion_tokens, cost)
-        if r.model is not None and r.provider is not None:
-            await tx.execute(
+        ledger = r.model is not None and r.provider is not None
+        return _Usage(prompt_tokens, completion_tokens, cost if ledger else 0, pricing_status, ledger)
+
+    async def _write(self, tx: Transaction, batch: list[RequestRecord], priced: list[_Usage]) -> None:
+        """One statement per table for the whole batch: the ledger always, the logs unless disabled."""
+        ledger = [
+            (r.request_id, r.created_at, r.api_key_id, r.service_account_id, r.model, r.provider,
+             r.upstream_model, u.prompt_tokens, u.completion_tokens, u.cost, u.pricing_status)
+            for r, u in zip(batch, priced, strict=True)
+            if u.ledger
+        ]  # fmt: skip
+        if ledger:
+            await tx.executemany(
                 "INSERT INTO usage_cost_events (request_id, created_at, api_key_id, service_account_id, "
                 "model, provider, upstream_model, prompt_tokens, completion_tokens, cost_micros, "
                 "pricing_status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                r.request_id,
-                r.created_at,
-                r.api_key_id,
-                r.service_account_id,
-                r.model,
-                r.provider,
-                r.upstream_model,
-                prompt_tokens,
-                completion_tokens,
-                cost,
-                pricing_status,
+                ledger,
             )
-        else:
-            cost = 0
         if self._settings.mode == "disabled":
-            return cost
-        log_id = await tx.fetchval(
-            "INSERT INTO request_logs (request_id, created_at, api_key_id, service_account_id, operation, "
-            "model, provider, upstream_model, stream, status_code, error_code, latency_ms, ttft_ms, "
-            "prompt_tokens, completion_tokens, cost_micros, attempts) VALUES "
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id",
-            r.request_id,
-            r.created_at,
-            r.api_key_id,
-            r.service_account_id,
-            r.operation,
-            r.model,
-            r.provider,
-            r.upstream_model,
-            r.stream,
-            r.status_code,
-            r.error_code,
-            r.latency_ms,
-            r.ttft_ms,
-            prompt_tokens,
-            completion_tokens,
-            cost if r.provider else None,
-            len(r.attempts),
+            return
+        log_ids = await tx.insert_many(
+            "request_logs",
+            _REQUEST_LOG_COLUMNS,
+            [
+                (
+                    r.request_id,
+                    r.created_at,
+                    r.api_key_id,
+                    r.service_account_id,
+                    r.operation,
+                    r.model,
+                    r.provider,
+                    r.upstream_model,
+                    r.stream,
+                    r.status_code,
+                    r.error_code,
+                    r.latency_ms,
+                    r.ttft_ms,
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cost if r.provider else None,
+                    len(r.attempts),
+                )
+                for r, u in zip(batch, priced, strict=True)
+            ],
         )
-        for number, a in enumerate(r.attempts, start=1):
-            await tx.execute(
+        attempts, tags, payloads = [], [], []
+        cap = self._settings.max_payload_bytes
+        for log_id, r in zip(log_ids, batch, strict=True):
+            attempts += [
+                (log_id, number, a.provider, a.upstream_model, a.status_code, a.error, a.latency_ms)
+                for number, a in enumerate(r.attempts, start=1)
+            ]
+            tags += [(log_id, name, value) for name, value in r.tags]
+            if self.capture_payloads:
+                request_text, cut_request = _payload_text(r.request_body, cap)
+                response_text, cut_response = _payload_text(None if r.stream else r.response_body, cap)
+                payloads.append((log_id, request_text, response_text, cut_request or cut_response))
+        for sql, rows in (
+            (
                 "INSERT INTO request_log_attempts (request_log_id, attempt, provider, upstream_model, "
                 "status_code, error, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                log_id,
-                number,
-                a.provider,
-                a.upstream_model,
-                a.status_code,
-                a.error,
-                a.latency_ms,
-            )
-        for name, value in r.tags:
-            await tx.execute(
-                "INSERT INTO request_log_tags (request_log_id, name, value) VALUES ($1, $2, $3)",
-                log_id,
-                name,
-                value,
-            )
-        if self.capture_payloads:
-            cap = self._settings.max_payload_bytes
-            request_text, cut_request = _payload_text(r.request_body, cap)
-            response_text, cut_response = _payload_text(None if r.stream else r.response_body, cap)
-            await tx.execute(
+                attempts,
+            ),
+            ("INSERT INTO request_log_tags (request_log_id, name, value) VALUES ($1, $2, $3)", tags),
+            (
                 "INSERT INTO request_log_payloads (request_log_id, request_body, response_body, truncated) "
                 "VALUES ($1, $2, $3, $4)",
-                log_id,
-                request_text,
-                response_text,
-                cut_request or cut_response,
-            )
+                payloads,
+            ),
+        ):
+            if rows:
+                await tx.executemany(sql, rows)
 
 
 def caller_tags(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from gateway_app.storage.base import Database, DatabaseUnavailable, Executor, Row
+from gateway_app.storage.base import Database, DatabaseUnavailable, Executor, Row, Transaction
 
-__all__ = ["Database", "DatabaseUnavailable", "Executor", "Row", "connect", "describe_url"]
+__all__ = ["Database", "DatabaseUnavailable", "Executor", "Row", "Transaction", "connect", "describe_url"]
 
 
 def describe_url(url: str) -> str:

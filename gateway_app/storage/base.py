@@ -28,11 +28,22 @@ class Executor(Protocol):
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
 
 
+class Transaction(Executor, Protocol):
+    async def insert_many(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> list[int]:
+        """Insert rows into a table with an identity ``id``; their ids, in row order.
+
+        One round trip per batch instead of one per row (the request-log writer's hot loop).
+        """
+        ...
+
+
 class Database(Executor, Protocol):
     backend: str  # "sqlite" or "postgres"
     url: str
 
-    def transaction(self, exclusive: bool = False) -> AbstractAsyncContextManager[Executor]:
+    def transaction(self, exclusive: bool = False) -> AbstractAsyncContextManager[Transaction]:
         """A transaction. ``exclusive`` serialises it against every other exclusive
         transaction on the same database, across processes (migrations use it)."""
         ...

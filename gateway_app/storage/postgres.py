@@ -37,6 +37,28 @@ class _Tx:
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return await self.conn.fetch(sql, *args)
 
+    async def insert_many(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> list[int]:
+        if not rows:
+            return []
+        # Ids are drawn from the identity's sequence first, so each row's id is known
+        # without relying on the order of RETURNING.
+        ids = [
+            r[0]
+            for r in await self.conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2)",
+                table,
+                len(rows),
+            )
+        ]
+        placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 2))
+        await self.conn.executemany(
+            f"INSERT INTO {table} (id, {', '.join(columns)}) OVERRIDING SYSTEM VALUE VALUES ({placeholders})",
+            [(row_id, *row) for row_id, row in zip(ids, rows, strict=True)],
+        )
+        return ids
+
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         return await self.conn.fetchrow(sql, *args)
 

@@ -55,6 +55,20 @@ class _Conn:
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return list(await self.raw.execute_fetchall(_to_sqlite(sql), args))
 
+    async def insert_many(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> list[int]:
+        if not rows:
+            return []
+        placeholders = ", ".join(f"?{i}" for i in range(1, len(columns) + 1))
+        await self.raw.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows
+        )
+        # Inside a transaction this connection holds SQLite's only write lock, and
+        # AUTOINCREMENT hands out ids in insertion order: the batch owns a contiguous range.
+        last = await self.fetchval("SELECT last_insert_rowid()")
+        return list(range(last - len(rows) + 1, last + 1))
+
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         async with self.raw.execute(_to_sqlite(sql), args) as cursor:
             return await cursor.fetchone()
@@ -126,10 +140,12 @@ class SQLiteDatabase:
 
     @asynccontextmanager
     async def transaction(self, exclusive: bool = False) -> AsyncIterator[_Conn]:
-        # BEGIN IMMEDIATE takes SQLite's single write lock up front, so exclusive
-        # transactions of several processes queue on busy_timeout instead of failing.
+        # Every transaction takes SQLite's single write lock up front (BEGIN IMMEDIATE):
+        # writers then queue on busy_timeout, and a read-then-write transaction cannot
+        # fail half-way with "database is locked" when another writer commits first.
+        # That already serialises them all, so ``exclusive`` needs nothing more here.
         async with self._conn() as conn:
-            await conn.raw.execute("BEGIN IMMEDIATE" if exclusive else "BEGIN")
+            await conn.raw.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException:
