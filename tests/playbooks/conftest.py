@@ -1,0 +1,183 @@
+"""Real runs of the runbook playbooks against the local inventory.
+
+Releases are wheels built once per session from a copy of this checkout with a
+test version (a second one with an extra migration, a third one that never gets
+ready), plus one shared wheelhouse of their dependencies, so that a deployment
+installs releases offline in seconds. Each test module gets its own deployment
+(root directory, free ports, supervisord, haproxy) and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import REPO, free_port
+
+PLAYBOOKS = REPO / "playbooks"
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+LOCAL_INVENTORY = PLAYBOOKS / "inventories" / "local"
+_RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+RELEASE_V1, RELEASE_V2, RELEASE_BROKEN = "0.90.1", "0.90.2", "0.90.3"
+# Appended to gateway_app/app.py in the broken release: it starts but never gets ready.
+_NEVER_READY = '''
+
+async def _never_ready(self):  # test release: fails its readiness check on purpose
+    return False, {"version": __version__, "database": "ok", "schema": "broken release (test)"}
+
+
+Gateway.readiness = _never_ready
+'''
+
+
+@dataclass
+class Releases:
+    wheelhouse: Path
+    wheels: dict[str, Path] = field(default_factory=dict)
+
+
+def _build_release(work: Path, version: str, wheelhouse: Path, migration: bool, broken: bool) -> Path:
+    src = work / f"src-{version}"
+    shutil.copytree(REPO / "gateway_app", src / "gateway_app", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", src / "pyproject.toml")
+    init = src / "gateway_app" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = "[^"]+"', f'__version__ = "{version}"', init.read_text()))
+    if migration:
+        for backend in ("sqlite", "postgres"):
+            folder = src / "gateway_app" / "migrations" / backend
+            number = len(list(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))) + 1
+            (folder / f"{number:04d}_runbook_test.sql").write_text(
+                "CREATE TABLE runbook_upgrade_marker (id INTEGER PRIMARY KEY, note TEXT NOT NULL);\n"
+            )
+    if broken:
+        app = src / "gateway_app" / "app.py"
+        app.write_text(app.read_text() + _NEVER_READY)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheelhouse), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    return wheelhouse / f"llm_gateway-{version}-py3-none-any.whl"
+
+
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    """Three test releases and one wheelhouse with all their dependencies."""
+    work = tmp_path_factory.mktemp("releases")
+    built = Releases(work / "wheelhouse")
+    built.wheelhouse.mkdir()
+    v1 = _build_release(work, RELEASE_V1, built.wheelhouse, migration=False, broken=False)
+    v2 = _build_release(work, RELEASE_V2, built.wheelhouse, migration=True, broken=False)
+    v3 = _build_release(work, RELEASE_BROKEN, built.wheelhouse, migration=True, broken=True)
+    # The dependencies once, so that every release installs with --no-index.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(built.wheelhouse), str(v1)],
+        check=True,
+        capture_output=True,
+    )
+    built.wheels = {RELEASE_V1: v1, RELEASE_V2: v2, RELEASE_BROKEN: v3}
+    return built
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    output: str
+
+    @property
+    def recap(self) -> dict[str, int]:
+        match = _RECAP.findall(self.output)
+        assert match, f"no PLAY RECAP in output:\n{self.output[-3000:]}"
+        _host, ok, changed, unreachable, failed = match[-1]
+        return {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+
+
+class Deployment:
+    """One local-inventory deployment under its own root, on free ports."""
+
+    def __init__(self, root: Path, releases: Releases, extra: dict[str, Any] | None = None):
+        self.root = root
+        self.releases = releases
+        self.lb_port = free_port()
+        self.instances = [{"name": "a", "port": free_port()}, {"name": "b", "port": free_port()}]
+        self.vars = {
+            "gateway_root": str(root),
+            "gateway_lb_port": self.lb_port,
+            "gateway_instances": self.instances,
+            "gateway_wheelhouse": str(releases.wheelhouse),
+            "gateway_pip_offline": True,
+            "gateway_ready_timeout": 20,
+            "gateway_shutdown_grace_seconds": 5,
+            "gateway_key_cache_refresh_seconds": 0.5,
+            **(extra or {}),
+        }
+        root.mkdir(parents=True, exist_ok=True)
+        self.vars_file = root.parent / f"{root.name}-vars.json"
+        self.vars_file.write_text(json.dumps(self.vars))
+        self._runs = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.lb_port}"
+
+    def run(self, playbook: str, *args: str, **extra: Any) -> PlaybookRun:
+        """ansible-playbook playbooks/<playbook> against the local inventory, as an operator would."""
+        cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(LOCAL_INVENTORY), playbook, "-e", f"@{self.vars_file}"]
+        for key, value in extra.items():
+            cmd += ["-e", json.dumps({key: value})]
+        cmd += list(args)
+        env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        done = subprocess.run(cmd, cwd=PLAYBOOKS, env=env, capture_output=True, text=True, timeout=600)
+        self._runs += 1
+        # Kept next to the root for reading a failure: pytest's tmp dirs outlive the run.
+        log = self.root.parent / f"{self._runs:02d}-{Path(playbook).stem}.log"
+        log.write_text(" ".join(cmd) + "\n" + done.stdout + done.stderr)
+        return PlaybookRun(done.returncode, done.stdout + done.stderr)
+
+    def ok(self, playbook: str, *args: str, **extra: Any) -> PlaybookRun:
+        result = self.run(playbook, *args, **extra)
+        assert result.rc == 0, f"{playbook} failed:\n{result.output[-6000:]}"
+        return result
+
+    def secrets(self) -> dict[str, str]:
+        lines = (self.root / "etc" / "secrets.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+    def gateway(self, *args: str, release: str = "current") -> subprocess.CompletedProcess:
+        """The deployment's own CLI wrapper (secrets loaded), as the runbooks call it."""
+        env = {**os.environ, "GATEWAY_RELEASE": release}
+        return subprocess.run(
+            [str(self.root / "bin" / "gateway"), *args], capture_output=True, text=True, env=env, timeout=60
+        )
+
+    def stop(self) -> None:
+        conf = self.root / "etc" / "supervisord.conf"
+        if conf.exists():
+            subprocess.run(["supervisorctl", "-c", str(conf), "shutdown"], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def deployment_factory(
+    tmp_path_factory: pytest.TempPathFactory, releases: Releases
+) -> Iterator[Any]:
+    created: list[Deployment] = []
+
+    def make(**extra: Any) -> Deployment:
+        deployment = Deployment(tmp_path_factory.mktemp("deploy") / "root", releases, extra)
+        created.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in created:
+        deployment.stop()

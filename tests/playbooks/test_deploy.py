@@ -1,0 +1,69 @@
+"""deploy.yml: first deploy on the local inventory, idempotence, --check --diff, host state."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+import testinfra
+
+from tests.playbooks.conftest import ANSIBLE_PLAYBOOK, LOCAL_INVENTORY, RELEASE_V1, Deployment
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def deployed(deployment_factory) -> Deployment:
+    deployment = deployment_factory()
+    first = deployment.ok("deploy.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_V1]))
+    assert first.recap["changed"] > 0
+    return deployment
+
+
+def test_deploy_serves_through_the_load_balancer(deployed: Deployment) -> None:
+    key = deployed.secrets()["GATEWAY_SEED_KEY"]
+    ready = httpx.get(f"{deployed.url}/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.json()["version"] == RELEASE_V1
+    models = httpx.get(f"{deployed.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    assert [m["id"] for m in models.json()["data"]] == ["echo-1"]
+    for instance in deployed.instances:
+        assert httpx.get(f"http://127.0.0.1:{instance['port']}/readyz", timeout=5).status_code == 200
+    admin = httpx.post(
+        f"{deployed.url}/admin/api/session",
+        json={"email": "admin@localhost", "password": deployed.secrets()["GATEWAY_BOOTSTRAP_ADMIN_PASSWORD"]},
+        timeout=5,
+    )
+    assert admin.status_code == 200
+
+
+def test_second_run_changes_nothing(deployed: Deployment) -> None:
+    again = deployed.ok("deploy.yml", gateway_wheel=str(deployed.releases.wheels[RELEASE_V1]))
+    assert again.recap["changed"] == 0, again.output[-4000:]
+
+
+def test_check_diff_runs_clean(deployed: Deployment) -> None:
+    checked = deployed.ok("deploy.yml", "--check", "--diff", gateway_wheel=str(deployed.releases.wheels[RELEASE_V1]))
+    assert checked.recap["changed"] == 0 and checked.recap["failed"] == 0
+
+
+def test_host_state_through_the_inventory(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    # testinfra's ansible backend calls ansible-inventory from PATH: the venv's.
+    monkeypatch.setenv("PATH", f"{ANSIBLE_PLAYBOOK.parent}:{os.environ['PATH']}")
+    host = testinfra.get_host(f"ansible://local?ansible_inventory={LOCAL_INVENTORY}")
+    root = deployed.root
+    secrets = host.file(str(root / "etc" / "secrets.env"))
+    assert secrets.is_file and secrets.mode == 0o600
+    assert "GATEWAY_SEED_KEY=gwk_" in secrets.content_string
+    current = host.file(str(root / "current"))
+    assert current.is_symlink and current.linked_to == str(root / "releases" / RELEASE_V1)
+    assert host.file(str(root / "releases" / RELEASE_V1 / "venv" / "bin" / "gateway")).is_file
+    for instance in deployed.instances:
+        assert host.file(str(root / "etc" / "instances" / f"{instance['name']}.yaml")).mode == 0o640
+        assert host.socket(f"tcp://127.0.0.1:{instance['port']}").is_listening
+    assert host.socket(f"tcp://127.0.0.1:{deployed.lb_port}").is_listening
+    assert host.socket(f"unix://{root / 'run' / 'haproxy.sock'}").is_listening
+    supervisord = [p for p in host.process.filter(comm="supervisord") if str(root) in p.args]
+    assert len(supervisord) == 1
+    gateways = [p for p in host.process.filter() if f"{root}/etc/instances/" in p.args and " serve " in p.args]
+    assert len(gateways) == 2
