@@ -14,13 +14,13 @@ $(STAMP): requirements.txt pyproject.toml $(wildcard requirements-*.txt)
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-## up: install, then start the gateway on the embedded default (SQLite, echo provider)
+## up: install, then playbooks/deploy.yml on the local inventory (SQLite, echo provider) + checks
 up: $(STAMP)
-	@$(PY) scripts/local.py up --run-dir $(RUN_DIR)
+	@$(PY) scripts/local.py up --root $(RUN_DIR)/local
 
-## down: stop the local gateway (data stays in .run/)
+## down: stop the local gateway (data stays in .run/local)
 down:
-	@test -x $(PY) && $(PY) scripts/local.py down --run-dir $(RUN_DIR) || true
+	@test -x $(PY) && $(PY) scripts/local.py down --root $(RUN_DIR)/local || true
 
 ## lint: ruff over the whole tree
 lint: $(STAMP)

@@ -1,106 +1,66 @@
-"""`make up` / `make down`: the gateway on this machine with the embedded default config.
+"""`make up` / `make down`: the gateway on this machine through the runbooks.
 
-Secrets are generated once into RUN_DIR/secrets.env (mode 0600) and reused, so
-the printed key keeps working across restarts.
+up:   playbooks/deploy.yml against the local inventory (two instances behind
+      haproxy, supervised by a per-root supervisord, SQLite, the echo provider),
+      which ends with the checks; then print the URL and the seeded key.
+      Idempotent: a second run changes nothing and restarts nothing.
+down: stop supervisord (and with it haproxy and the instances); data stays.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "gateway_app" / "examples" / "local.yaml"
+PLAYBOOKS = REPO / "playbooks"
 URL = "http://127.0.0.1:8080"
 
 
-def _secrets(run_dir: Path) -> dict[str, str]:
-    path = run_dir / "secrets.env"
-    if not path.exists():
-        from gateway_app.keys import generate_key
-
-        path.touch(mode=0o600)
-        path.write_text(
-            f"GATEWAY_SEED_KEY={generate_key()}\nGATEWAY_BOOTSTRAP_ADMIN_PASSWORD={secrets.token_urlsafe(18)}\n"
-        )
-    return dict(line.split("=", 1) for line in path.read_text().split())
+def _secrets(root: Path) -> dict[str, str]:
+    lines = (root / "etc" / "secrets.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
-def _ready() -> bool:
-    try:
-        with urllib.request.urlopen(URL + "/readyz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _gateway(run_dir: Path, env: dict[str, str], *args: str) -> None:
-    cmd = [sys.executable, "-m", "gateway_app", *args, "--config", str(CONFIG)]
-    result = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"`gateway {' '.join(args)}` failed:\n{result.stderr}")
-
-
-def up(run_dir: Path) -> None:
-    (run_dir / "data").mkdir(parents=True, exist_ok=True)
-    values = _secrets(run_dir)
-    env = {**os.environ, **values}
-    if not _ready():
-        _gateway(run_dir, env, "migrate", "--apply")
-        _gateway(run_dir, env, "seed-config")
-        log = (run_dir / "gateway.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway_app", "serve", "--config", str(CONFIG)],
-            cwd=run_dir,
-            env=env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        (run_dir / "gateway.pid").write_text(str(proc.pid))
-        deadline = time.monotonic() + 30
-        while not _ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"gateway did not become ready; see {run_dir / 'gateway.log'}")
-            time.sleep(0.1)
-    key = values["GATEWAY_SEED_KEY"]
-    print(f"gateway ready at {URL}  (logs: {run_dir / 'gateway.log'}, stop: make down)")
+def up(root: Path) -> None:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg")}
+    cmd = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        "-i",
+        "inventories/local",
+        "deploy.yml",
+        "-e",
+        f"gateway_root={root}",
+    ]
+    print(f"$ (cd playbooks && {' '.join(cmd[-5:])})", flush=True)
+    if subprocess.run(cmd, cwd=PLAYBOOKS, env=env).returncode != 0:
+        sys.exit("deploy.yml failed: its last task says what is wrong and what to do next")
+    key = _secrets(root)["GATEWAY_SEED_KEY"]
+    print(f"\ngateway ready at {URL}  (two instances behind haproxy; logs: {root / 'logs'}; stop: make down)")
     print(f"API key: {key}")
     print(f"try:     curl -s {URL}/v1/chat/completions -H 'Authorization: Bearer {key}' \\")
     print('           -d \'{"model": "echo-1", "messages": [{"role": "user", "content": "hello"}]}\'')
 
 
-def down(run_dir: Path) -> None:
-    pid_file = run_dir / "gateway.pid"
-    if not pid_file.exists():
-        print("gateway is not running")
+def down(root: Path) -> None:
+    conf = root / "etc" / "supervisord.conf"
+    if not conf.exists():
+        print("gateway is not deployed")
         return
-    pid = int(pid_file.read_text())
-    try:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(300):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-    except ProcessLookupError:
-        pass
-    pid_file.unlink()
-    print("gateway stopped")
+    done = subprocess.run(["supervisorctl", "-c", str(conf), "shutdown"], capture_output=True, text=True)
+    print("gateway stopped" if done.returncode == 0 else "gateway is not running")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("action", choices=["up", "down"])
-    parser.add_argument("--run-dir", default=".run")
+    parser.add_argument("--root", default=".run/local", help="gateway_root of the local inventory")
     args = parser.parse_args()
-    run_dir = Path(args.run_dir).resolve()
-    up(run_dir) if args.action == "up" else down(run_dir)
+    root = Path(args.root).resolve()
+    up(root) if args.action == "up" else down(root)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,14 @@ _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\
 
 RELEASE_V1, RELEASE_V2, RELEASE_BROKEN = "0.90.1", "0.90.2", "0.90.3"
 # Appended to gateway_app/app.py in the broken release: it starts but never gets ready.
-_NEVER_READY = '''
+_NEVER_READY = """
 
 async def _never_ready(self):  # test release: fails its readiness check on purpose
     return False, {"version": __version__, "database": "ok", "schema": "broken release (test)"}
 
 
 Gateway.readiness = _never_ready
-'''
+"""
 
 
 @dataclass
@@ -100,7 +100,12 @@ class PlaybookRun:
         match = _RECAP.findall(self.output)
         assert match, f"no PLAY RECAP in output:\n{self.output[-3000:]}"
         _host, ok, changed, unreachable, failed = match[-1]
-        return {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+        return {
+            "ok": int(ok),
+            "changed": int(changed),
+            "unreachable": int(unreachable),
+            "failed": int(failed),
+        }
 
 
 class Deployment:
@@ -167,10 +172,20 @@ class Deployment:
             subprocess.run(["supervisorctl", "-c", str(conf), "shutdown"], capture_output=True, timeout=60)
 
 
+@pytest.fixture(scope="session")
+def local_deployment(tmp_path_factory: pytest.TempPathFactory, releases: Releases) -> Iterator[Deployment]:
+    """The local inventory deployed once (SQLite, release v1), shared by the runbook modules."""
+    deployment = Deployment(tmp_path_factory.mktemp("local") / "root", releases)
+    try:
+        first = deployment.ok("deploy.yml", gateway_wheel=str(releases.wheels[RELEASE_V1]))
+        assert first.recap["changed"] > 0
+        yield deployment
+    finally:
+        deployment.stop()
+
+
 @pytest.fixture(scope="module")
-def deployment_factory(
-    tmp_path_factory: pytest.TempPathFactory, releases: Releases
-) -> Iterator[Any]:
+def deployment_factory(tmp_path_factory: pytest.TempPathFactory, releases: Releases) -> Iterator[Any]:
     created: list[Deployment] = []
 
     def make(**extra: Any) -> Deployment:

@@ -14,11 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def deployed(deployment_factory) -> Deployment:
-    deployment = deployment_factory()
-    first = deployment.ok("deploy.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_V1]))
-    assert first.recap["changed"] > 0
-    return deployment
+def deployed(local_deployment: Deployment) -> Deployment:
+    return local_deployment
 
 
 def test_deploy_serves_through_the_load_balancer(deployed: Deployment) -> None:
@@ -43,7 +40,9 @@ def test_second_run_changes_nothing(deployed: Deployment) -> None:
 
 
 def test_check_diff_runs_clean(deployed: Deployment) -> None:
-    checked = deployed.ok("deploy.yml", "--check", "--diff", gateway_wheel=str(deployed.releases.wheels[RELEASE_V1]))
+    checked = deployed.ok(
+        "deploy.yml", "--check", "--diff", gateway_wheel=str(deployed.releases.wheels[RELEASE_V1])
+    )
     assert checked.recap["changed"] == 0 and checked.recap["failed"] == 0
 
 
@@ -65,5 +64,7 @@ def test_host_state_through_the_inventory(deployed: Deployment, monkeypatch: pyt
     assert host.socket(f"unix://{root / 'run' / 'haproxy.sock'}").is_listening
     supervisord = [p for p in host.process.filter(comm="supervisord") if str(root) in p.args]
     assert len(supervisord) == 1
-    gateways = [p for p in host.process.filter() if f"{root}/etc/instances/" in p.args and " serve " in p.args]
+    gateways = [
+        p for p in host.process.filter() if f"{root}/etc/instances/" in p.args and " serve " in p.args
+    ]
     assert len(gateways) == 2

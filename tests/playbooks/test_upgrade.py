@@ -52,7 +52,10 @@ def test_upgrade_with_a_migration_under_load_fails_no_request(deployment: Deploy
 def test_broken_release_is_rolled_back_automatically(deployment: Deployment) -> None:
     result = deployment.run("upgrade.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_BROKEN]))
     assert result.rc != 0
-    assert f"Upgrade {RELEASE_V2} -> {RELEASE_BROKEN} FAILED and was rolled back to {RELEASE_V2}" in result.output
+    assert (
+        f"Upgrade {RELEASE_V2} -> {RELEASE_BROKEN} FAILED and was rolled back to {RELEASE_V2}"
+        in result.output
+    )
     assert "broken release (test)" in result.output  # the failing /readyz answer is in the message
     assert _versions(deployment) == {RELEASE_V2}
     assert (deployment.root / "current").readlink().name == RELEASE_V2

@@ -1,0 +1,65 @@
+"""backup.yml / restore.yml round trip and db_maintenance.yml on a PostgreSQL deployment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import httpx
+import pytest
+
+from tests.playbooks.conftest import RELEASE_V1, Deployment
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def pg_deployment(deployment_factory, databases) -> Deployment:
+    url = databases.new("postgres")
+    deployment = deployment_factory(gateway_database_backend="postgres", gateway_postgres_url=url)
+    deployment.ok("deploy.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_V1]))
+    return deployment
+
+
+def _psql(deployment: Deployment, sql: str) -> str:
+    url = deployment.vars["gateway_postgres_url"]
+    return subprocess.run(
+        ["psql", "-At", "-d", url, "-c", sql], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_backup_restore_round_trip(pg_deployment: Deployment) -> None:
+    key = pg_deployment.secrets()["GATEWAY_SEED_KEY"]
+    kept = pg_deployment.gateway("keys", "create", "--service-account", "ci", "--name", "kept")
+    assert kept.returncode == 0, kept.stderr
+    keys_before = _psql(pg_deployment, "SELECT name, revoked_at IS NULL FROM api_keys ORDER BY id")
+    pg_deployment.ok("backup.yml", backup_name="round-trip")
+    manifest = json.loads((pg_deployment.root / "backups" / "round-trip.json").read_text())
+    assert manifest["backend"] == "postgres" and int(manifest["tables"]["api_keys"]) == 2
+    # Changes after the backup: one key revoked, one added.
+    public_id = kept.stdout.strip().split(".")[0].removeprefix("gwk_")
+    assert pg_deployment.gateway("keys", "revoke", public_id).returncode == 0
+    assert (
+        pg_deployment.gateway("keys", "create", "--service-account", "ci", "--name", "lost").returncode == 0
+    )
+    assert _psql(pg_deployment, "SELECT name, revoked_at IS NULL FROM api_keys ORDER BY id") != keys_before
+    result = pg_deployment.ok("restore.yml", restore_backup="round-trip")
+    assert "checksum and row counts match its manifest" in result.output
+    assert _psql(pg_deployment, "SELECT name, revoked_at IS NULL FROM api_keys ORDER BY id") == keys_before
+    models = httpx.get(
+        f"{pg_deployment.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5
+    )
+    assert models.status_code == 200
+
+
+def test_restore_refuses_a_tampered_backup(pg_deployment: Deployment) -> None:
+    pg_deployment.ok("backup.yml", backup_name="tampered")
+    dump = pg_deployment.root / "backups" / "tampered.dump"
+    dump.write_bytes(dump.read_bytes() + b"x")
+    result = pg_deployment.run("restore.yml", restore_backup="tampered")
+    assert result.rc != 0 and "checksum matches=False" in result.output
+
+
+def test_db_maintenance_reports_connections(pg_deployment: Deployment) -> None:
+    result = pg_deployment.ok("db_maintenance.yml", terminate_idle_minutes=60, reindex=True)
+    assert "connections: [" in result.output and "unused indexes:" in result.output

@@ -1,0 +1,171 @@
+"""The day-2 runbooks on the shared local deployment (SQLite), each checked on the real outcome.
+
+migration_recovery runs last here: it recreates the database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import httpx
+import pytest
+
+from tests.playbooks.conftest import Deployment
+
+pytestmark = pytest.mark.slow
+
+
+def _db(deployment: Deployment) -> sqlite3.Connection:
+    return sqlite3.connect(deployment.root / "data" / "gateway.db", timeout=10)
+
+
+def _chat(deployment: Deployment, key: str) -> httpx.Response:
+    body = {"model": "echo-1", "messages": [{"role": "user", "content": "runbook test"}]}
+    return httpx.post(
+        f"{deployment.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+
+
+def _admin_login(deployment: Deployment, password: str) -> int:
+    answer = httpx.post(
+        f"{deployment.url}/admin/api/session",
+        json={"email": "admin@localhost", "password": password},
+        timeout=5,
+    )
+    return answer.status_code
+
+
+def test_admin_login_check_walks_the_checks(local_deployment: Deployment) -> None:
+    result = local_deployment.ok("admin_login_check.yml")
+    assert "Admin login works: admin@localhost" in result.output
+    assert "bootstrap admin admin@localhost: already present" in result.output
+
+
+def test_health_report_and_provider_checks(local_deployment: Deployment) -> None:
+    report = local_deployment.ok("health_report.yml")
+    assert "== providers (name, enabled, circuits) ==" in report.output and "'echo'" in report.output
+    assert "0001_baseline  applied" in report.output
+    local_deployment.ok("provider_auth_check.yml", model="echo-1")
+    missing = local_deployment.run("provider_auth_check.yml", model="no-such-model")
+    assert missing.rc != 0 and "Model 'no-such-model' is not in the active config" in missing.output
+    otlp = local_deployment.ok("otlp_check.yml")
+    assert "none configured" in otlp.output
+
+
+def test_ha_check_drill_keeps_serving(local_deployment: Deployment) -> None:
+    result = local_deployment.ok("ha_check.yml", ha_drill=True)
+    assert "Drill - put the instance back" in result.output
+    stat = httpx.get(f"{local_deployment.url}/readyz", timeout=5)
+    assert stat.status_code == 200
+
+
+def test_incident_disable_then_enable_provider(local_deployment: Deployment) -> None:
+    key = local_deployment.secrets()["GATEWAY_SEED_KEY"]
+    local_deployment.ok("incident_error_rate.yml", disable_provider="echo")
+    # Every replica obeys within resilience.state_refresh_seconds (2 s).
+    deadline = time.monotonic() + 15
+    while _chat(local_deployment, key).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _chat(local_deployment, key).status_code != 200
+    result = local_deployment.ok("incident_error_rate.yml", enable_provider="echo", reset_circuit="echo")
+    assert "error rate over the last" in result.output
+    deadline = time.monotonic() + 15
+    while _chat(local_deployment, key).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _chat(local_deployment, key).status_code == 200
+
+
+def test_rotate_gateway_key_old_key_fails(local_deployment: Deployment) -> None:
+    old = local_deployment.secrets()["GATEWAY_SEED_KEY"]
+    result = local_deployment.ok("rotate_gateway_key.yml")
+    new = local_deployment.secrets()["GATEWAY_SEED_KEY"]
+    assert new != old
+    assert old not in result.output and new not in result.output
+    assert _chat(local_deployment, new).status_code == 200
+    assert _chat(local_deployment, old).status_code == 401
+
+
+def test_rotate_admin_password(local_deployment: Deployment) -> None:
+    old = local_deployment.secrets()["GATEWAY_BOOTSTRAP_ADMIN_PASSWORD"]
+    result = local_deployment.ok("rotate_admin_password.yml")
+    new = local_deployment.secrets()["GATEWAY_BOOTSTRAP_ADMIN_PASSWORD"]
+    assert new != old and old not in result.output and new not in result.output
+    assert _admin_login(local_deployment, new) == 200
+    assert _admin_login(local_deployment, old) == 401
+
+
+def test_purge_request_logs_counts_and_keeps_the_ledger(local_deployment: Deployment) -> None:
+    key = local_deployment.secrets()["GATEWAY_SEED_KEY"]
+    for _ in range(6):
+        assert _chat(local_deployment, key).status_code == 200
+    time.sleep(2)  # the request-log writer flushes off the hot path
+    four_days_ms = 4 * 86_400_000
+    with _db(local_deployment) as db:
+        db.execute(
+            "UPDATE request_logs SET created_at = created_at - ? WHERE id IN "
+            "(SELECT id FROM request_logs ORDER BY id DESC LIMIT 4)",
+            (four_days_ms,),
+        )
+        old_logs = db.execute(
+            "SELECT count(*) FROM request_logs WHERE created_at < ?",
+            (int(time.time() * 1000) - 3 * 86_400_000,),
+        ).fetchone()[0]
+        total_logs = db.execute("SELECT count(*) FROM request_logs").fetchone()[0]
+        ledger = db.execute("SELECT count(*) FROM usage_cost_events").fetchone()[0]
+    preview = local_deployment.ok("purge_request_logs.yml", retention="3d", purge_apply=False)
+    assert f"'request_logs': {old_logs}" in preview.output
+    with _db(local_deployment) as db:
+        assert db.execute("SELECT count(*) FROM request_logs").fetchone()[0] >= total_logs
+    local_deployment.ok("purge_request_logs.yml", retention="3d")
+    with _db(local_deployment) as db:
+        assert (
+            db.execute(
+                "SELECT count(*) FROM request_logs WHERE created_at < ?",
+                (int(time.time() * 1000) - 3 * 86_400_000,),
+            ).fetchone()[0]
+            == 0
+        )
+        assert db.execute("SELECT count(*) FROM usage_cost_events").fetchone()[0] >= ledger
+    refused = local_deployment.run("purge_request_logs.yml", retention="2d")
+    assert refused.rc != 0 and "retention must be 1d, 3d or 7d" in refused.output
+
+
+def test_migration_recovery_other_error_changes_nothing(local_deployment: Deployment) -> None:
+    with _db(local_deployment) as db:
+        db.execute("INSERT INTO schema_migrations VALUES (99, 'from_the_future', 'x', 0)")
+    result = local_deployment.run("migration_recovery.yml", confirm_reset=True)
+    assert result.rc != 0
+    assert 'NOT "database reset required"; nothing was changed' in result.output
+    with _db(local_deployment) as db:
+        assert db.execute("SELECT count(*) FROM schema_migrations WHERE version = 99").fetchone()[0] == 1
+        db.execute("DELETE FROM schema_migrations WHERE version = 99")
+
+
+def test_migration_recovery_reset_only_with_confirmation(local_deployment: Deployment) -> None:
+    key = local_deployment.secrets()["GATEWAY_SEED_KEY"]
+    extra = local_deployment.gateway("keys", "create", "--service-account", "extra", "--name", "doomed")
+    assert extra.returncode == 0, extra.stderr
+    with _db(local_deployment) as db:
+        db.execute("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1")
+    refused = local_deployment.run("migration_recovery.yml")
+    assert (
+        refused.rc != 0
+        and "database reset required" in refused.output
+        and "confirm_reset=true" in refused.output
+    )
+    with _db(local_deployment) as db:
+        assert (
+            db.execute("SELECT checksum FROM schema_migrations WHERE version = 1").fetchone()[0] == "tampered"
+        )
+    local_deployment.ok("migration_recovery.yml", confirm_reset=True)
+    with _db(local_deployment) as db:
+        assert (
+            db.execute("SELECT checksum FROM schema_migrations WHERE version = 1").fetchone()[0] != "tampered"
+        )
+        assert db.execute("SELECT count(*) FROM api_keys WHERE name = 'doomed'").fetchone()[0] == 0
+    assert _chat(local_deployment, key).status_code == 200
+    assert list((local_deployment.root / "backups").glob("pre-reset-*.json"))
