@@ -59,7 +59,8 @@ def serve(settings: GatewaySettings, config_path: str) -> int:
             server_header=False,
             timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
             timeout_keep_alive=30,
-            proxy_headers=True,
+            # Without trusted proxies, skip the per-request X-Forwarded-For middleware.
+            proxy_headers=bool(settings.server.trusted_proxies),
             forwarded_allow_ips=settings.server.trusted_proxies,
         )
     )
