@@ -122,7 +122,7 @@ class Deployment:
             "gateway_instances": self.instances,
             "gateway_wheelhouse": str(releases.wheelhouse),
             "gateway_pip_offline": True,
-            "gateway_ready_timeout": 20,
+            "gateway_ready_timeout": 12,
             "gateway_shutdown_grace_seconds": 5,
             "gateway_key_cache_refresh_seconds": 0.5,
             **(extra or {}),

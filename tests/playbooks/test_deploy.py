@@ -61,7 +61,11 @@ def test_host_state_through_the_inventory(deployed: Deployment, monkeypatch: pyt
         assert host.file(str(root / "etc" / "instances" / f"{instance['name']}.yaml")).mode == 0o640
         assert host.socket(f"tcp://127.0.0.1:{instance['port']}").is_listening
     assert host.socket(f"tcp://127.0.0.1:{deployed.lb_port}").is_listening
-    assert host.socket(f"unix://{root / 'run' / 'haproxy.sock'}").is_listening
+    # haproxy binds its admin socket under a temporary name (what ss reports): ask it instead.
+    admin_socket = root / "run" / "haproxy.sock"
+    assert host.file(str(admin_socket)).is_socket and host.file(str(admin_socket)).mode == 0o600
+    info = host.run(f"echo 'show info' | socat stdio unix-connect:{admin_socket}")
+    assert info.rc == 0 and "Name: HAProxy" in info.stdout
     supervisord = [p for p in host.process.filter(comm="supervisord") if str(root) in p.args]
     assert len(supervisord) == 1
     gateways = [

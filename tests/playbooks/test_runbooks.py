@@ -47,7 +47,7 @@ def test_admin_login_check_walks_the_checks(local_deployment: Deployment) -> Non
 
 def test_health_report_and_provider_checks(local_deployment: Deployment) -> None:
     report = local_deployment.ok("health_report.yml")
-    assert "== providers (name, enabled, circuits) ==" in report.output and "'echo'" in report.output
+    assert "== providers (name, enabled, circuits) ==" in report.output and "- echo" in report.output
     assert "0001_baseline  applied" in report.output
     local_deployment.ok("provider_auth_check.yml", model="echo-1")
     missing = local_deployment.run("provider_auth_check.yml", model="no-such-model")

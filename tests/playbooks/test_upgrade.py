@@ -1,7 +1,8 @@
 """upgrade.yml and rollback.yml between real releases, on one deployment, in order:
 v1 -> v2 (new migration) under load with zero failed requests; v2 -> broken v3
 rolled back automatically; rollback to v1 refused across the schema change;
-rollback to v1 with the pre-upgrade backup restored."""
+rollback to v1 with the pre-upgrade backup restored. Runs on the shared local
+deployment after the other runbook modules (file order), and leaves it on v1."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def deployment(deployment_factory) -> Deployment:
-    deployment = deployment_factory()
-    deployment.ok("deploy.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_V1]))
-    return deployment
+def deployment(local_deployment: Deployment) -> Deployment:
+    """The shared local deployment, still on release v1 (no other module changes releases)."""
+    assert _versions(local_deployment) == {RELEASE_V1}
+    return local_deployment
 
 
 def _versions(deployment: Deployment) -> set[str]:
