@@ -240,7 +240,15 @@ def run_program(
         execute()
 
     # A fresh context per run: Pulumi keeps its settings, config and root stack in context variables.
-    contextvars.Context().run(in_fresh_context)
+    # And a fresh event loop: Pulumi's mocks use the current loop, and the caller (a test session
+    # where async tests closed theirs, say) may have none.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        contextvars.Context().run(in_fresh_context)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     return run
 
 
