@@ -117,7 +117,7 @@ def test_purge_request_logs_counts_and_keeps_the_ledger(local_deployment: Deploy
         total_logs = db.execute("SELECT count(*) FROM request_logs").fetchone()[0]
         ledger = db.execute("SELECT count(*) FROM usage_cost_events").fetchone()[0]
     preview = local_deployment.ok("purge_request_logs.yml", retention="3d", purge_apply=False)
-    assert f"'request_logs': {old_logs}" in preview.output
+    assert f"request_logs: {old_logs}" in preview.output
     with _db(local_deployment) as db:
         assert db.execute("SELECT count(*) FROM request_logs").fetchone()[0] >= total_logs
     local_deployment.ok("purge_request_logs.yml", retention="3d")
