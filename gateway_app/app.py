@@ -50,6 +50,13 @@ class Gateway:
         self.limiter: RateLimiter | None = None
         self.telemetry: Telemetry | None = None
 
+    @property
+    def database(self) -> Database:
+        """The connected database; only valid between start() and stop()."""
+        if self.db is None:
+            raise RuntimeError("the gateway has not started: no database yet")
+        return self.db
+
     async def start(self) -> None:
         s = self.settings
         self.db = await connect(

@@ -23,12 +23,11 @@ Windows are UTC: daily from 00:00, weekly from Monday 00:00, monthly from the 1s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from gateway_app.background import Periodic
 from gateway_app.http import HTTPError
 from gateway_app.keys import now_ms
 from gateway_app.storage import Database, Executor
@@ -110,21 +109,18 @@ class Budget:
 class BudgetTracker:
     def __init__(self, db: Database, refresh_seconds: float = REFRESH_SECONDS):
         self._db = db
-        self._refresh_seconds = refresh_seconds
         self._budgets: dict[int, Budget] = {}
         # Spend committed by this replica's writer, not yet in a ledger snapshot: (account, created_at, µ$).
         self._unsnapshotted: list[tuple[int, int, int]] = []
-        self._task: asyncio.Task[None] | None = None
+        # A failed refresh keeps enforcing the last snapshot; readiness reports the database.
+        self._refresher = Periodic("budget-refresh", refresh_seconds, self.refresh)
 
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._refresh_loop(), name="budget-refresh")
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._refresher.stop()
 
     def check(self, service_account_id: int) -> None:
         """Request path: raise 429 budget_exceeded when the account's window is spent. No I/O."""
@@ -173,11 +169,3 @@ class BudgetTracker:
                 budget.spent_micros += cost
         self._unsnapshotted = later
         self._budgets = budgets
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_seconds)
-            try:
-                await self.refresh()
-            except Exception as exc:  # keep enforcing the last snapshot; readiness reports the database
-                log.warning("budget refresh failed: %s", exc.__class__.__name__)

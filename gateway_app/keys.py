@@ -11,7 +11,6 @@ the bound on how long a revoked key keeps working anywhere.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -25,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from gateway_app.background import Periodic
 from gateway_app.storage import Database, Executor, Row
 
 log = logging.getLogger("gateway.keys")
@@ -117,15 +117,14 @@ class KeyCache:
         # Unknown ids are remembered briefly so garbage keys cannot hammer the database.
         self._unknown_until: dict[str, float] = {}
         self._watermark = 0
-        self._task: asyncio.Task[None] | None = None
+        self._refresher = Periodic("key-cache-refresh", refresh_seconds, self.refresh)
 
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._refresh_loop(), name="key-cache-refresh")
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        await self._refresher.stop()
 
     async def refresh(self) -> int:
         since = max(self._watermark - _REFRESH_OVERLAP_MS, 0)
@@ -143,14 +142,6 @@ class KeyCache:
         self._by_public_id[identity.public_id] = identity
         self._unknown_until.pop(identity.public_id, None)
         return identity
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_seconds)
-            try:
-                await self.refresh()
-            except Exception as exc:  # keep serving from the cache; readiness reports the database
-                log.warning("key cache refresh failed: %s", exc.__class__.__name__)
 
     async def authenticate(self, key: str) -> KeyIdentity | None:
         parsed = parse_key(key)

@@ -13,8 +13,6 @@ a replica last applied resets that route's breaker there.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway_app.background import Periodic
 from gateway_app.config import ResilienceSettings
 from gateway_app.keys import now_ms
 from gateway_app.metrics import DURATION_BUCKETS, Histogram
@@ -148,26 +147,15 @@ class OverridesSync:
     def __init__(self, db: Database, router: Router, settings: ResilienceSettings):
         self._db = db
         self._router = router
-        self._interval = settings.state_refresh_seconds
-        self._task: asyncio.Task[None] | None = None
+        # A failed refresh keeps the last known state; the next round tries again.
+        self._refresher = Periodic("overrides-refresh", settings.state_refresh_seconds, self.refresh)
 
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._loop(), name="overrides-refresh")
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.refresh()
-            except Exception as exc:  # keep the last known state; the next round tries again
-                log.warning("overrides not refreshed: %s", exc.__class__.__name__)
+        await self._refresher.stop()
 
     async def refresh(self) -> None:
         providers = {

@@ -71,8 +71,7 @@ class AdminAPI:
 
     async def _principal(self, scope: Scope):
         token = _session_token(scope)
-        assert self._gateway.db is not None
-        principal = await authenticate(self._gateway.db, token) if token else None
+        principal = await authenticate(self._gateway.database, token) if token else None
         if principal is None:
             raise HTTPError(
                 401,

@@ -13,34 +13,32 @@ if TYPE_CHECKING:
 
 
 def register(router: AdminRouter, gateway: Gateway) -> None:
-    def db():
-        assert gateway.db is not None
-        return gateway.db
-
     @control_errors
     async def list_accounts(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, {"data": await accounts.list_service_accounts(db())})
+        return AdminResponse(200, {"data": await accounts.list_service_accounts(gateway.database)})
 
     @control_errors
     async def create_account(request: AdminRequest) -> AdminResponse:
         body = await body_object(request)
         budget = accounts.parse_budget(body.get("budget"))
         return AdminResponse(
-            201, await accounts.create_service_account(db(), text_field(body, "name"), budget)
+            201, await accounts.create_service_account(gateway.database, text_field(body, "name"), budget)
         )
 
     @control_errors
     async def disable(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, await accounts.set_disabled(db(), request.params["name"], True))
+        return AdminResponse(200, await accounts.set_disabled(gateway.database, request.params["name"], True))
 
     @control_errors
     async def enable(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, await accounts.set_disabled(db(), request.params["name"], False))
+        return AdminResponse(
+            200, await accounts.set_disabled(gateway.database, request.params["name"], False)
+        )
 
     @control_errors
     async def set_budget(request: AdminRequest) -> AdminResponse:
         budget = accounts.parse_budget(await body_value(request))
-        return AdminResponse(200, await accounts.set_budget(db(), request.params["name"], budget))
+        return AdminResponse(200, await accounts.set_budget(gateway.database, request.params["name"], budget))
 
     router.add("GET", "/service-accounts", list_accounts)
     router.add("POST", "/service-accounts", create_account)

@@ -29,15 +29,11 @@ def _text(body: dict[str, Any], name: str) -> str:
 def register(router: AdminRouter, gateway: Gateway) -> None:
     ttl = gateway.settings.auth.session_ttl_seconds
 
-    def db():
-        assert gateway.db is not None
-        return gateway.db
-
     async def login(request: AdminRequest) -> AdminResponse:
         body = await request.json()
         try:
             session = await sessions.login(
-                db(), _text(body, "email"), _text(body, "password"), request.client_addr, ttl
+                gateway.database, _text(body, "email"), _text(body, "password"), request.client_addr, ttl
             )
         except sessions.LoginThrottled as exc:
             raise HTTPError(
@@ -62,7 +58,7 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
         )
 
     async def logout(request: AdminRequest) -> AdminResponse:
-        await sessions.logout(db(), request.admin.session_id)
+        await sessions.logout(gateway.database, request.admin.session_id)
         return AdminResponse(200, {"status": "logged_out"}, [_cookie("", 0)])
 
     async def me(request: AdminRequest) -> AdminResponse:
@@ -80,7 +76,7 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
         body = await request.json()
         try:
             session = await sessions.change_password(
-                db(),
+                gateway.database,
                 request.admin,
                 _text(body, "current_password"),
                 _text(body, "new_password"),

@@ -16,13 +16,9 @@ if TYPE_CHECKING:
 def register(router: AdminRouter, gateway: Gateway) -> None:
     known_models = [m.name for m in gateway.settings.models]
 
-    def db():
-        assert gateway.db is not None
-        return gateway.db
-
     async def list_keys(request: AdminRequest) -> AdminResponse:
         include_revoked = request.query.get("include_revoked") == "true"
-        return AdminResponse(200, {"data": await keys.list_keys(db(), include_revoked)})
+        return AdminResponse(200, {"data": await keys.list_keys(gateway.database, include_revoked)})
 
     @control_errors
     async def create_key(request: AdminRequest) -> AdminResponse:
@@ -31,7 +27,7 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
         if expires_in is not None and not isinstance(expires_in, str):
             raise ValueError("expires_in must be a duration like 30d")
         secret, created = await keys.create_key(
-            db(),
+            gateway.database,
             text_field(body, "service_account"),
             text_field(body, "name"),
             keys.validate_grants(body.get("models", "all"), known_models),
@@ -42,9 +38,9 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
     @control_errors
     async def revoke(request: AdminRequest) -> AdminResponse:
         public_id = keys.normalize_public_id(request.params["public_id"])
-        if not await keys.revoke_key(db(), public_id):
+        if not await keys.revoke_key(gateway.database, public_id):
             raise keys.NotFound(f"no active key gwk_{public_id}")
-        return AdminResponse(200, await keys.get_key(db(), public_id))
+        return AdminResponse(200, await keys.get_key(gateway.database, public_id))
 
     @control_errors
     async def rotate(request: AdminRequest) -> AdminResponse:
@@ -53,7 +49,7 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
         if after is not None and (isinstance(after, bool) or not isinstance(after, int | float) or after < 0):
             raise ValueError("revoke_old_after_seconds must be a number >= 0")
         secret, new, old = await keys.rotate_key(
-            db(), keys.normalize_public_id(request.params["public_id"]), after
+            gateway.database, keys.normalize_public_id(request.params["public_id"]), after
         )
         return AdminResponse(201, {"key": secret, **new, "old": old})
 

@@ -13,13 +13,9 @@ if TYPE_CHECKING:
 
 
 def register(router: AdminRouter, gateway: Gateway) -> None:
-    def db():
-        assert gateway.db is not None
-        return gateway.db
-
     @control_errors
     async def list_logs(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, {"data": await reports.list_request_logs(db(), request.query)})
+        return AdminResponse(200, {"data": await reports.list_request_logs(gateway.database, request.query)})
 
     async def queue(request: AdminRequest) -> AdminResponse:
         writer = gateway.writer
@@ -36,13 +32,18 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
 
     @control_errors
     async def detail(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, await reports.request_log_detail(db(), request.params["id"]))
+        return AdminResponse(200, await reports.request_log_detail(gateway.database, request.params["id"]))
 
     @control_errors
     async def spend(request: AdminRequest) -> AdminResponse:
         query = request.query
         return AdminResponse(
-            200, {"data": await reports.spend_report(db(), query.get("group_by", "service_account"), query)}
+            200,
+            {
+                "data": await reports.spend_report(
+                    gateway.database, query.get("group_by", "service_account"), query
+                )
+            },
         )
 
     router.add("GET", "/request-logs", list_logs)

@@ -89,9 +89,8 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
 
     def provider_switch(enabled: bool):
         async def handler(request: AdminRequest) -> AdminResponse:
-            assert gateway.db is not None
             name = provider_named(request.params["name"]).name
-            await resilience.set_provider_enabled(gateway.db, name, enabled, request.admin.email)
+            await resilience.set_provider_enabled(gateway.database, name, enabled, request.admin.email)
             await applied()
             return AdminResponse(200, {"name": name, "enabled": enabled})
 
@@ -99,26 +98,23 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
 
     def route_switch(enabled: bool):
         async def handler(request: AdminRequest) -> AdminResponse:
-            assert gateway.db is not None
             route = await route_named(request)
-            await resilience.set_route_enabled(gateway.db, route.key, enabled, request.admin.email)
+            await resilience.set_route_enabled(gateway.database, route.key, enabled, request.admin.email)
             await applied()
             return AdminResponse(200, {"key": route.key, "enabled": enabled})
 
         return handler
 
     async def reset_provider(request: AdminRequest) -> AdminResponse:
-        assert gateway.db is not None
         name = provider_named(request.params["name"]).name
         keys = [r.key for r in routes_of(name)]
-        await resilience.reset_circuits(gateway.db, keys, request.admin.email)
+        await resilience.reset_circuits(gateway.database, keys, request.admin.email)
         await applied()
         return AdminResponse(200, {"name": name, "reset": keys})
 
     async def reset_route(request: AdminRequest) -> AdminResponse:
-        assert gateway.db is not None
         route = await route_named(request)
-        await resilience.reset_circuits(gateway.db, [route.key], request.admin.email)
+        await resilience.reset_circuits(gateway.database, [route.key], request.admin.email)
         await applied()
         return AdminResponse(200, {"key": route.key, "circuit": route.health.state})
 
