@@ -65,6 +65,14 @@ def test_broken_release_is_rolled_back_automatically(deployment: Deployment) -> 
     assert models.status_code == 200
 
 
+def test_upgrade_refuses_a_target_the_database_cannot_go_to(deployment: Deployment) -> None:
+    result = deployment.run("upgrade.yml", gateway_version=RELEASE_V1)
+    assert result.rc != 0
+    assert f"Release {RELEASE_V1} cannot use this database; nothing was changed" in result.output
+    assert _versions(deployment) == {RELEASE_V2}
+    assert not list((deployment.root / "backups").glob(f"pre-upgrade-{RELEASE_V2}-to-{RELEASE_V1}-*"))
+
+
 def test_rollback_across_the_schema_change_is_refused(deployment: Deployment) -> None:
     result = deployment.run("rollback.yml", rollback_to=RELEASE_V1)
     assert result.rc != 0
