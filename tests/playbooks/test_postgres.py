@@ -9,14 +9,44 @@ import httpx
 import pytest
 
 from tests.playbooks.conftest import RELEASE_V1, Deployment
+from tests.support.processes import FakeUpstreamProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 @pytest.fixture(scope="module")
-def pg_deployment(deployment_factory, databases) -> Deployment:
+def upstream(module_launcher) -> FakeUpstreamProcess:
+    """A real OpenAI-compatible upstream that records the Authorization header it saw."""
+    return module_launcher.upstream()
+
+
+@pytest.fixture(scope="module")
+def pg_deployment(deployment_factory, databases, upstream: FakeUpstreamProcess) -> Deployment:
+    """PostgreSQL, the echo provider plus an openai_compat provider with a credential."""
     url = databases.new("postgres")
-    deployment = deployment_factory(gateway_database_backend="postgres", gateway_postgres_url=url)
+    deployment = deployment_factory(
+        gateway_database_backend="postgres",
+        gateway_postgres_url=url,
+        gateway_providers=[
+            {"name": "echo", "type": "echo"},
+            {
+                "name": "upstream",
+                "type": "openai_compat",
+                "base_url": upstream.url,
+                "api_key": "env.UPSTREAM_API_KEY",
+                "pricing_provider_id": "self_hosted",
+            },
+        ],
+        gateway_models=[
+            {
+                "name": "echo-1",
+                "operations": ["chat", "embeddings"],
+                "routes": [{"provider": "echo", "upstream_model": "echo-1"}],
+            },
+            {"name": "up-1", "routes": [{"provider": "upstream", "upstream_model": "up-1"}]},
+        ],
+        gateway_provider_secrets={"UPSTREAM_API_KEY": "old-upstream-secret"},
+    )
     deployment.ok("deploy.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_V1]))
     return deployment
 
@@ -63,3 +93,16 @@ def test_restore_refuses_a_tampered_backup(pg_deployment: Deployment) -> None:
 def test_db_maintenance_reports_connections(pg_deployment: Deployment) -> None:
     result = pg_deployment.ok("db_maintenance.yml", terminate_idle_minutes=60, reindex=True)
     assert "connections: [" in result.output and "unused indexes:" in result.output
+
+
+def test_rotate_provider_secret_reaches_the_upstream(pg_deployment: Deployment, upstream) -> None:
+    result = pg_deployment.ok(
+        "rotate_provider_secret.yml",
+        provider="upstream",
+        secret_name="UPSTREAM_API_KEY",
+        new_secret_value="new-upstream-secret",
+        model="up-1",
+    )
+    assert upstream.stats()["authorization"] == "Bearer new-upstream-secret"
+    assert pg_deployment.secrets()["UPSTREAM_API_KEY"] == "new-upstream-secret"
+    assert "new-upstream-secret" not in result.output
