@@ -10,6 +10,7 @@ import asyncio
 import datetime
 import ipaddress
 import itertools
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -374,6 +375,25 @@ def test_connect_refused_fails_fast_as_a_connect_error(run) -> None:
         await client.close()
 
     run(main())
+
+
+def test_connect_that_never_completes_is_a_timeout(run) -> None:
+    # A listener with a full accept queue: Linux drops further SYNs, so connecting hangs.
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind((HOST, 0))
+        listener.listen(0)
+        filler.connect(listener.getsockname())
+
+        async def main() -> None:
+            client = provider(f"http://{HOST}:{listener.getsockname()[1]}/v1", connect_timeout_seconds=0.3)
+            started = time.monotonic()
+            with pytest.raises(UpstreamError) as caught:
+                await client.open("chat", BODY, 5)
+            assert time.monotonic() - started < 3
+            assert caught.value.kind == "timeout" and caught.value.retryable
+            await client.close()
+
+        run(main())
 
 
 def test_no_answer_is_a_timeout_and_the_connection_is_dropped(run) -> None:

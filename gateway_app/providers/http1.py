@@ -179,16 +179,21 @@ class Response:
 
     # --- connection events --------------------------------------------------
 
+    def closed(self, exc: Exception | None) -> None:
+        if self.status and not self._framed and exc is None and not self._complete:
+            # No length and not chunked: the body runs until the server closes the connection.
+            self._complete = True
+            self._wake()
+            return
+        reason = exc.__class__.__name__ if exc else "connection closed by the server"
+        self.fail(ConnectionLostError(reason, self.received))
+
     def fail(self, error: HTTP1Error) -> None:
         if self._complete or self._error is not None:
             return
-        if self.status and not self._framed and isinstance(error, ConnectionLostError):
-            # No length and not chunked: the body runs until the server closes the connection.
-            self._complete = True
-        else:
-            self._error = error
-            if not self._head.done():
-                self._head.set_exception(error)
+        self._error = error
+        if not self._head.done():
+            self._head.set_exception(error)
         self._wake()
 
     def _wake(self) -> None:
@@ -293,10 +298,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.lost(self)
-        response = self.response
-        if response is not None:
-            reason = exc.__class__.__name__ if exc else "connection closed by the server"
-            response.fail(ConnectionLostError(reason, response.received))
+        if self.response is not None:
+            self.response.closed(exc)
 
     async def send(self, data: bytes) -> Response:
         """Write one request and wait for the head of its response."""
@@ -395,7 +398,7 @@ class _Pool:
                 if made:
                     made[0].counted = False
                 self._free_slot()
-            if isinstance(exc, OSError):
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
                 raise ConnectError(exc.__class__.__name__) from exc
             raise
         conn = made[0]

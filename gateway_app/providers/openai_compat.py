@@ -52,12 +52,15 @@ class OpenAICompatProvider:
 
     async def open(self, operation: str, body: bytes, timeout: float) -> Response:
         head = self._heads[operation]
-        # The timeout bounds connect + response head; a started stream is not cut by it.
+        # The timeout bounds connect + response head (+ an error's body); a started stream is not cut by it.
         try:
             async with asyncio.timeout(min(timeout, self._settings.timeout_seconds)):
                 if self._token is not None:
                     head += b"Authorization: Bearer %s\r\n" % (await self._token()).encode()
                 response = await self._client.request(self._origin, with_body(head, body))
+                if response.status < 400:
+                    return response
+                error_body = await response.read()
         except TimeoutError:
             raise UpstreamError(
                 self.name, "timeout", f"provider {self.name} did not answer in time"
@@ -66,20 +69,14 @@ class OpenAICompatProvider:
             raise UpstreamError(
                 self.name, "connect", f"provider {self.name} unreachable ({exc.reason})"
             ) from None
-        if response.status >= 400:
-            try:
-                body_bytes = await response.read()
-            except HTTP1Error:
-                body_bytes = b""
-            kind = "auth" if response.status in (401, 403) else "http"
-            raise UpstreamError(
-                self.name,
-                kind,
-                f"provider {self.name} answered HTTP {response.status}",
-                response.status,
-                body_bytes,
-            )
-        return response
+        kind = "auth" if response.status in (401, 403) else "http"
+        raise UpstreamError(
+            self.name,
+            kind,
+            f"provider {self.name} answered HTTP {response.status}",
+            response.status,
+            error_body,
+        )
 
     async def close(self) -> None:
         await self._client.close()
