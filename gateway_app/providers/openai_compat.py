@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-
-import aiohttp
+import ssl
+from collections.abc import Awaitable, Callable
 
 from gateway_app.config import ProviderSettings
 from gateway_app.providers.base import UpstreamError
+from gateway_app.providers.http1 import (
+    HTTP1Client,
+    HTTP1Error,
+    Response,
+    parse_url,
+    request_head,
+    with_body,
+)
 
 _PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
-
-
-class _AiohttpCall:
-    __slots__ = ("_resp", "content_type", "status")
-
-    def __init__(self, resp: aiohttp.ClientResponse):
-        self._resp = resp
-        self.status = resp.status
-        self.content_type = resp.headers.get("Content-Type", "application/json")
-
-    async def read(self) -> bytes:
-        try:
-            return await self._resp.read()
-        finally:
-            self._resp.release()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
-        finally:
-            self._resp.release()
-
-    def release(self) -> None:
-        self._resp.release()
 
 
 class OpenAICompatProvider:
@@ -44,61 +26,57 @@ class OpenAICompatProvider:
         settings: ProviderSettings,
         base_url: str | None = None,
         token: Callable[[], Awaitable[str]] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ):
         self.name = settings.name
         self._settings = settings
-        self._base_url = (base_url or settings.base_url or "").rstrip("/")
         self._token = token
-        self._static_auth = f"Bearer {settings.api_key.value}" if settings.api_key else None
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Created lazily inside the running loop; one pooled session per provider.
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._settings.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=True
-            )
-        return self._session
-
-    async def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {await self._token()}"
-        elif self._static_auth:
-            headers["Authorization"] = self._static_auth
-        return headers
-
-    async def open(self, operation: str, body: bytes, timeout: float) -> _AiohttpCall:
-        url = self._base_url + _PATHS[operation]
-        # The timeout bounds connect + response head; a started stream is not cut by it.
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=min(self._settings.connect_timeout_seconds, timeout)
+        try:
+            target = parse_url((base_url or settings.base_url or "").rstrip("/"))
+            headers = [("Content-Type", "application/json")]
+            if token is None and settings.api_key:
+                headers.append(("Authorization", f"Bearer {settings.api_key.value}"))
+            # Everything but the length (and a fetched token) is fixed per operation: built once.
+            self._heads = {
+                operation: request_head(target.path.rstrip("/") + path, target.host_header, headers)
+                for operation, path in _PATHS.items()
+            }
+        except ValueError as exc:
+            raise ValueError(f"provider {self.name}: base_url or api_key unusable: {exc}") from None
+        self._origin = target.origin
+        self._client = HTTP1Client(
+            max_connections=settings.max_connections,
+            connect_timeout=settings.connect_timeout_seconds,
+            ssl_context=ssl_context,
         )
+
+    async def open(self, operation: str, body: bytes, timeout: float) -> Response:
+        head = self._heads[operation]
+        # The timeout bounds connect + response head (+ an error's body); a started stream is not cut by it.
         try:
             async with asyncio.timeout(min(timeout, self._settings.timeout_seconds)):
-                resp = await self._client().post(
-                    url, data=body, headers=await self._headers(), timeout=client_timeout
-                )
+                if self._token is not None:
+                    head += b"Authorization: Bearer %s\r\n" % (await self._token()).encode()
+                response = await self._client.request(self._origin, with_body(head, body))
+                if response.status < 400:
+                    return response
+                error_body = await response.read()
         except TimeoutError:
             raise UpstreamError(
                 self.name, "timeout", f"provider {self.name} did not answer in time"
             ) from None
-        except aiohttp.ClientError as exc:
+        except HTTP1Error as exc:
             raise UpstreamError(
-                self.name, "connect", f"provider {self.name} unreachable ({exc.__class__.__name__})"
+                self.name, "connect", f"provider {self.name} unreachable ({exc.reason})"
             ) from None
-        if resp.status >= 400:
-            body_bytes = await resp.read()
-            resp.release()
-            kind = "auth" if resp.status in (401, 403) else "http"
-            raise UpstreamError(
-                self.name, kind, f"provider {self.name} answered HTTP {resp.status}", resp.status, body_bytes
-            )
-        return _AiohttpCall(resp)
+        kind = "auth" if response.status in (401, 403) else "http"
+        raise UpstreamError(
+            self.name,
+            kind,
+            f"provider {self.name} answered HTTP {response.status}",
+            response.status,
+            error_body,
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._client.close()

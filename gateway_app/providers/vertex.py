@@ -13,13 +13,14 @@ import base64
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-import aiohttp
 import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from gateway_app.config import ProviderSettings
+from gateway_app.providers import http1
 from gateway_app.providers.base import UpstreamError
 from gateway_app.providers.openai_compat import OpenAICompatProvider
 
@@ -45,6 +46,10 @@ class ServiceAccountCredentials:
             raise ValueError(f"service-account file {source} lacks {', '.join(missing)}")
         self.email: str = info["client_email"]
         self.token_uri: str = info["token_uri"]
+        try:
+            http1.parse_url(self.token_uri)
+        except ValueError as exc:
+            raise ValueError(f"service-account file {source}: token_uri {exc}") from None
         self.key_id: str | None = info.get("private_key_id")
         key = serialization.load_pem_private_key(info["private_key"].encode(), password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
@@ -106,31 +111,29 @@ class AccessTokenSource:
             "assertion": self._credentials.assertion(int(time.time())),
         }
         try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.post(
-                    self._credentials.token_uri,
-                    data=form,
-                    timeout=aiohttp.ClientTimeout(total=_TOKEN_TIMEOUT_SECONDS),
-                ) as resp,
-            ):
-                body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            status, body = await http1.post(
+                self._credentials.token_uri,
+                urlencode(form).encode(),
+                "application/x-www-form-urlencoded",
+                _TOKEN_TIMEOUT_SECONDS,
+            )
+        except (http1.HTTP1Error, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, http1.HTTP1Error) else "no answer in time"
             raise UpstreamError(
-                self._provider,
-                "auth",
-                f"provider {self._provider}: token endpoint unreachable ({exc.__class__.__name__})",
+                self._provider, "auth", f"provider {self._provider}: token endpoint unreachable ({reason})"
             ) from None
         try:
-            answer = orjson.loads(body) if resp.status == 200 else {}
+            answer = orjson.loads(body) if status == 200 else {}
             token, lifetime = answer["access_token"], float(answer.get("expires_in", 3600))
+            if not (isinstance(token, str) and token.isascii() and token.isprintable() and " " not in token):
+                raise ValueError("not usable in an Authorization header")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise UpstreamError(
                 self._provider,
                 "auth",
                 f"provider {self._provider}: token exchange for {self._credentials.email} failed "
-                f"(HTTP {resp.status}); check the service account and its key",
-                resp.status,
+                f"(HTTP {status}); check the service account and its key",
+                status,
             ) from None
         self._token = token
         self._expires_at = time.time() + lifetime
