@@ -133,13 +133,14 @@ class Gateway:
             return False, {**details, "database": f"unreachable ({exc.__class__.__name__})"}
         details.update(
             database="ok",
-            schema_version=status.current_version,
+            schema_version=status.database_version,
             schema_expected=status.latest_known,
         )
-        if not status.is_current:
-            details["schema"] = "pending migrations: run `gateway migrate --apply`"
-            return False, details
-        return True, details
+        if status.pending or status.ahead:
+            details["schema"] = status.summary()
+        # Ready on additive migrations of a newer release: during a rolling upgrade the
+        # old replicas keep serving until they are replaced.
+        return status.is_current, details
 
 
 class GatewayApp:

@@ -71,8 +71,7 @@ async def cmd_migrate(args: argparse.Namespace, settings: GatewaySettings) -> in
             applied = await migrations.apply(db)
             for m in applied:
                 print(f"applied {m.version:04d}_{m.name}")
-            status = await migrations.check(db)
-            print(f"schema is current at version {status.current_version}")
+            print((await migrations.check(db)).summary())
             return EXIT_OK
         status = await migrations.check(db)
         if args.status:
@@ -80,14 +79,10 @@ async def cmd_migrate(args: argparse.Namespace, settings: GatewaySettings) -> in
                 print(f"{version:04d}_{name}  applied")
             for m in status.pending:
                 print(f"{m.version:04d}_{m.name}  pending")
-        if status.pending:
-            print(
-                f"{len(status.pending)} pending migration(s): schema at {status.current_version}, "
-                f"release needs {status.latest_known}; run `gateway migrate --apply`"
-            )
-            return EXIT_PENDING
-        print(f"schema is current at version {status.current_version}")
-        return EXIT_OK
+            for version in status.ahead:
+                print(f"{version:04d}  applied by a newer release (additive)")
+        print(status.summary())
+        return EXIT_PENDING if status.pending else EXIT_OK
 
     return await _with_db(settings, work, timeout=_MIGRATE_LOCK_WAIT_SECONDS)
 

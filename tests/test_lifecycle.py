@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -9,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from gateway_app.storage import connect
 from tests.conftest import SEED_KEY, base_config
 from tests.support.processes import run_cli
 
@@ -87,3 +89,29 @@ def test_readiness_fails_when_postgres_goes_away(databases, launcher) -> None:
     assert response.json()["status"] == "not_ready"
     # Liveness stays up: restarting the process would not bring the database back.
     assert httpx.get(gateway.url + "/healthz").status_code == 200
+
+
+def test_old_release_stays_ready_on_additive_migrations_of_a_newer_one(databases, launcher) -> None:
+    """A rolling upgrade: the new release migrated; replicas of the old one keep serving."""
+    url = databases.new("postgres")
+    gateway = launcher.gateway(base_config(url))
+
+    async def newer_release_migrated(breaking: bool) -> None:
+        db = await connect(url)
+        try:
+            await db.execute("DELETE FROM schema_migrations WHERE version >= 900")
+            await db.execute(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at, breaking) "
+                "VALUES (900, 'newer', 'x', 0, $1)",
+                breaking,
+            )
+        finally:
+            await db.close()
+
+    asyncio.run(newer_release_migrated(breaking=False))
+    ready = httpx.get(gateway.url + "/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["schema_version"] == 900 and "additive" in ready.json()["schema"]
+    asyncio.run(newer_release_migrated(breaking=True))
+    refused = httpx.get(gateway.url + "/readyz")
+    assert refused.status_code == 503 and "newer release" in refused.json()["schema"]

@@ -54,18 +54,45 @@ async def test_pre_baseline_tables_require_reset(db_url: str) -> None:
         await db.close()
 
 
-async def test_newer_schema_is_not_a_reset(db_url: str) -> None:
+async def test_newer_breaking_schema_is_refused_but_not_a_reset(db_url: str) -> None:
     db = await connect(db_url)
     try:
         await migrations.apply(db)
         await db.execute(
-            "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
-            "VALUES (999, 'future', 'x', 0)"
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at, breaking) "
+            "VALUES (998, 'future_additive', 'x', 0, $1), (999, 'future_breaking', 'y', 0, $2)",
+            False,
+            True,
         )
         with pytest.raises(migrations.SchemaTooNew, match="version 999"):
             await migrations.check(db)
     finally:
         await db.close()
+
+
+async def test_newer_additive_schema_still_runs_this_release(db_url: str) -> None:
+    db = await connect(db_url)
+    try:
+        await migrations.apply(db)
+        await db.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at, breaking) "
+            "VALUES (999, 'future_additive', 'x', 0, $1)",
+            False,
+        )
+        status = await migrations.check(db)
+        assert status.is_current and status.ahead == [999] and status.database_version == 999
+        assert "ahead of this release" in status.summary() and "0999" in status.summary()
+        assert await migrations.apply(db) == []  # nothing to do, nothing refused
+    finally:
+        await db.close()
+
+
+def test_compatibility_marker_is_parsed_and_checked() -> None:
+    assert migrations.Migration(2, "x", "-- compatibility: breaking\nDROP TABLE t;").breaking
+    assert not migrations.Migration(2, "x", "-- compatibility: additive\nCREATE TABLE t (id int);").breaking
+    assert not migrations.Migration(2, "x", "CREATE TABLE t (id int);").breaking
+    with pytest.raises(migrations.MigrationError, match="'additive' or 'breaking'"):
+        _ = migrations.Migration(2, "x", "-- compatibility: maybe\n").breaking
 
 
 async def test_reset_drops_everything_and_allows_a_fresh_baseline(db_url: str) -> None:

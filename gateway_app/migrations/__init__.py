@@ -1,5 +1,11 @@
 """Versioned SQL migrations, one directory per backend, checked by name and checksum.
 
+Migrations are additive by default (expand/contract): the previous release keeps
+working on the new schema, so during a rolling upgrade old replicas stay ready
+after the new release has migrated, and a code rollback needs no restore. A
+migration that the previous release cannot run on says so on a line of its own:
+``-- compatibility: breaking``; then older releases refuse the database.
+
 The accepted history starts at the baseline (0001). Anything else found in a
 database (tables without a history, an unknown or altered migration, a gap)
 is refused with "database reset required", because guessing how to repair a
@@ -18,6 +24,7 @@ from importlib import resources
 from gateway_app.storage import Database, Executor
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_COMPATIBILITY = re.compile(r"^--\s*compatibility:\s*(\S+)\s*$", re.MULTILINE)
 HISTORY_TABLE = "schema_migrations"
 RECOVERY_HINT = (
     "Back up the database, recreate it (`gateway migrate --reset --confirm-reset`, or "
@@ -55,12 +62,26 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
+    @property
+    def breaking(self) -> bool:
+        match = _COMPATIBILITY.search(self.sql)
+        if match is None or match.group(1) == "additive":
+            return False
+        if match.group(1) == "breaking":
+            return True
+        raise MigrationError(
+            f"migration {self.version:04d}_{self.name}: compatibility must be 'additive' or 'breaking', "
+            f"not '{match.group(1)}'"
+        )
+
 
 @dataclass
 class MigrationStatus:
     applied: list[tuple[int, str]] = field(default_factory=list)
     pending: list[Migration] = field(default_factory=list)
     latest_known: int = 0
+    # Additive migrations applied by a newer release: this release still runs on them.
+    ahead: list[int] = field(default_factory=list)
 
     @property
     def current_version(self) -> int:
@@ -68,7 +89,26 @@ class MigrationStatus:
 
     @property
     def is_current(self) -> bool:
+        """This release can run on the database as it is (nothing pending)."""
         return not self.pending
+
+    @property
+    def database_version(self) -> int:
+        return max([self.current_version, *self.ahead])
+
+    def summary(self) -> str:
+        if self.pending:
+            return (
+                f"{len(self.pending)} pending migration(s): schema at {self.current_version}, "
+                f"release needs {self.latest_known}; run `gateway migrate --apply`"
+            )
+        if self.ahead:
+            newer = ", ".join(f"{v:04d}" for v in self.ahead)
+            return (
+                f"schema is at version {self.database_version}, ahead of this release ({self.latest_known}) "
+                f"by additive migration(s) {newer}: this release runs on it"
+            )
+        return f"schema is current at version {self.current_version}"
 
 
 def available(backend: str) -> list[Migration]:
@@ -106,12 +146,15 @@ async def inspect(db: Executor, backend: str) -> MigrationStatus:
             )
         status.pending = known
         return status
-    rows = await db.fetch(f"SELECT version, name, checksum FROM {HISTORY_TABLE} ORDER BY version")
+    rows = await db.fetch(f"SELECT version, name, checksum, breaking FROM {HISTORY_TABLE} ORDER BY version")
     by_version = {m.version: m for m in known}
     for row in rows:
         version, name, checksum = int(row["version"]), row["name"], row["checksum"]
         if version > status.latest_known:
-            raise SchemaTooNew(max(int(r["version"]) for r in rows), status.latest_known)
+            if row["breaking"]:
+                raise SchemaTooNew(max(int(r["version"]) for r in rows), status.latest_known)
+            status.ahead.append(version)
+            continue
         expected = by_version.get(version)
         if expected is None:
             raise ResetRequired(f"applied migration {version:04d} is not part of this release's history")
@@ -146,17 +189,19 @@ async def apply(db: Database) -> list[Migration]:
         if HISTORY_TABLE not in await _user_tables(tx, db.backend):
             await tx.execute(
                 f"CREATE TABLE {HISTORY_TABLE} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                "checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                "checksum TEXT NOT NULL, applied_at BIGINT NOT NULL, breaking BOOLEAN NOT NULL DEFAULT false)"
             )
         for migration in status.pending:
             for statement in split_statements(migration.sql):
                 await tx.execute(statement)
             await tx.execute(
-                f"INSERT INTO {HISTORY_TABLE} (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
+                f"INSERT INTO {HISTORY_TABLE} (version, name, checksum, applied_at, breaking) "
+                "VALUES ($1, $2, $3, $4, $5)",
                 migration.version,
                 migration.name,
                 migration.checksum,
                 int(time.time() * 1000),
+                migration.breaking,
             )
         return status.pending
 
