@@ -57,7 +57,10 @@ def _build_release(work: Path, version: str, wheelhouse: Path, migration: bool, 
         for backend in ("sqlite", "postgres"):
             folder = src / "gateway_app" / "migrations" / backend
             number = len(list(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))) + 1
+            # Marked breaking: the previous release must refuse this schema, which is what
+            # the rollback refusal and the restore-to-roll-back tests exercise.
             (folder / f"{number:04d}_runbook_test.sql").write_text(
+                "-- compatibility: breaking\n"
                 "CREATE TABLE runbook_upgrade_marker (id INTEGER PRIMARY KEY, note TEXT NOT NULL);\n"
             )
     if broken:

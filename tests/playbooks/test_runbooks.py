@@ -136,7 +136,11 @@ def test_purge_request_logs_counts_and_keeps_the_ledger(local_deployment: Deploy
 
 def test_migration_recovery_other_error_changes_nothing(local_deployment: Deployment) -> None:
     with _db(local_deployment) as db:
-        db.execute("INSERT INTO schema_migrations VALUES (99, 'from_the_future', 'x', 0)")
+        # A breaking migration of a newer release: not a reset case, and this release must not run.
+        db.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at, breaking) "
+            "VALUES (99, 'from_the_future', 'x', 0, 1)"
+        )
     result = local_deployment.run("migration_recovery.yml", confirm_reset=True)
     assert result.rc != 0
     assert 'NOT "database reset required"; nothing was changed' in result.output
