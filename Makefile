@@ -34,6 +34,7 @@ test: lint
 ## bench: gateway vs direct upstream, printed (needs nginx and wrk: see bench/README.md)
 bench: $(STAMP)
 	$(PY) -m bench
+	$(PY) -m bench.failover
 
 clean: down
 	rm -rf $(RUN_DIR) build dist *.egg-info
