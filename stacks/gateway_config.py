@@ -121,13 +121,3 @@ def config_yaml(app: GatewayAppSettings) -> str:
 
 def config_checksum(app: GatewayAppSettings) -> str:
     return hashlib.sha256(config_yaml(app).encode()).hexdigest()
-
-
-def secret_env_names(app: GatewayAppSettings) -> list[str]:
-    """Every environment variable the gateway Secret must provide, in a stable order."""
-    names = [DATABASE_URL_ENV, ENCRYPTION_KEY_ENV]
-    if app.bootstrap_admin_email:
-        names.append(BOOTSTRAP_ADMIN_PASSWORD_ENV)
-    if app.seed_service_account:
-        names.append(SEED_KEY_ENV)
-    return names + app.provider_key_envs

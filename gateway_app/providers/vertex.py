@@ -92,7 +92,6 @@ class AccessTokenSource:
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
-        self.refreshes = 0
 
     def _fresh(self) -> bool:
         return self._token is not None and time.time() < self._expires_at - _REFRESH_MARGIN_SECONDS
@@ -137,7 +136,6 @@ class AccessTokenSource:
             ) from None
         self._token = token
         self._expires_at = time.time() + lifetime
-        self.refreshes += 1
 
 
 def build_vertex_provider(settings: ProviderSettings) -> OpenAICompatProvider:
