@@ -15,6 +15,7 @@ a different error: that database belongs to a newer release (see rollback).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -58,7 +59,7 @@ class Migration:
     name: str
     sql: str
 
-    @property
+    @functools.cached_property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
@@ -111,7 +112,9 @@ class MigrationStatus:
         return f"schema is current at version {self.current_version}"
 
 
-def available(backend: str) -> list[Migration]:
+@functools.cache
+def available(backend: str) -> tuple[Migration, ...]:
+    """This release's migrations, read from the package once (readiness probes call check())."""
     folder = resources.files(__package__) / backend
     found = []
     for entry in folder.iterdir():
@@ -121,7 +124,7 @@ def available(backend: str) -> list[Migration]:
     found.sort(key=lambda m: m.version)
     if [m.version for m in found] != list(range(1, len(found) + 1)):
         raise MigrationError(f"migration files for {backend} are not numbered 0001..N without gaps")
-    return found
+    return tuple(found)
 
 
 async def _user_tables(db: Executor, backend: str) -> set[str]:
@@ -144,7 +147,7 @@ async def inspect(db: Executor, backend: str) -> MigrationStatus:
                 f"tables exist ({', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''}) "
                 "but there is no migration history: this is a pre-baseline database"
             )
-        status.pending = known
+        status.pending = list(known)
         return status
     rows = await db.fetch(f"SELECT version, name, checksum, breaking FROM {HISTORY_TABLE} ORDER BY version")
     by_version = {m.version: m for m in known}
