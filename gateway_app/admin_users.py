@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from argon2 import PasswordHasher
 
+from gateway_app.clock import now_ms
 from gateway_app.config import GatewaySettings
-from gateway_app.keys import now_ms
 from gateway_app.storage import Executor
 
 password_hasher = PasswordHasher()  # argon2id with the library's current recommended cost

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from gateway_app.background import Periodic
+from gateway_app.clock import now_ms
 from gateway_app.http import HTTPError
-from gateway_app.keys import now_ms
 from gateway_app.storage import Database, Executor
 
 log = logging.getLogger("gateway.budgets")

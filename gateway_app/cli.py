@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from gateway_app import __version__, migrations
+from gateway_app.clock import now_ms
 from gateway_app.config import ConfigError, GatewaySettings, config_path, load_settings, parse_duration
 from gateway_app.storage import Database, DatabaseUnavailable, connect
 
@@ -142,7 +143,7 @@ async def cmd_keys(args: argparse.Namespace, settings: GatewaySettings) -> int:
             if args.json:
                 _print_json(listed)
             else:
-                at = keys.now_ms()
+                at = now_ms()
                 for k in listed:
                     revoked_at = k["revoked_at"]
                     state = "active" if revoked_at is None else "revoked" if revoked_at <= at else "revoking"

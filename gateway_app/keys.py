@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from gateway_app.background import Periodic
+from gateway_app.clock import now_ms
 from gateway_app.storage import Database, Executor, Row
 
 log = logging.getLogger("gateway.keys")
@@ -36,10 +37,6 @@ ALL_MODELS = "*"
 # Rows whose updated_at falls this close to the last refresh are read again, so
 # that clock skew between replicas or a slow commit cannot hide a change.
 _REFRESH_OVERLAP_MS = 5_000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def generate_key() -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway_app.budgets import BudgetTracker
+from gateway_app.clock import now_ms
 from gateway_app.config import GatewaySettings
 from gateway_app.http import (
     HTTPError,
@@ -35,7 +36,7 @@ from gateway_app.http import (
     send_json,
     send_response,
 )
-from gateway_app.keys import KeyCache, KeyIdentity, now_ms
+from gateway_app.keys import KeyCache, KeyIdentity
 from gateway_app.metrics import RequestMetrics
 from gateway_app.providers import UpstreamCall, UpstreamError
 from gateway_app.ratelimit import RateLimiter

@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
+from gateway_app.clock import now_ms
 from gateway_app.config import PurgeSettings, parse_duration
-from gateway_app.keys import now_ms
 from gateway_app.storage import Database
 
 log = logging.getLogger("gateway.purge")

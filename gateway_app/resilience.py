@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway_app.background import Periodic
+from gateway_app.clock import now_ms
 from gateway_app.config import ResilienceSettings
-from gateway_app.keys import now_ms
 from gateway_app.metrics import DURATION_BUCKETS, Histogram
 from gateway_app.providers.base import UpstreamError
 from gateway_app.storage import Database, Executor

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway_app.clock import now_ms
 from gateway_app.config import GatewaySettings
-from gateway_app.keys import encode_grants, ensure_service_account, insert_key, now_ms, parse_key
+from gateway_app.keys import encode_grants, ensure_service_account, insert_key, parse_key
 from gateway_app.storage import Database
 
 

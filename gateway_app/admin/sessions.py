@@ -17,7 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from gateway_app.admin.router import AdminPrincipal
 from gateway_app.admin_users import password_hasher
-from gateway_app.keys import now_ms
+from gateway_app.clock import now_ms
 from gateway_app.storage import Database, Executor
 
 THROTTLE_MAX_FAILURES = 10

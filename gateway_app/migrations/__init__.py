@@ -18,10 +18,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 
+from gateway_app.clock import now_ms
 from gateway_app.storage import Database, Executor
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -203,7 +203,7 @@ async def apply(db: Database) -> list[Migration]:
                 migration.version,
                 migration.name,
                 migration.checksum,
-                int(time.time() * 1000),
+                now_ms(),
                 migration.breaking,
             )
         return status.pending
