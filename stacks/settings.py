@@ -336,6 +336,8 @@ class ObservabilitySettings(_Settings):
     # Deploys the alert rules file (a plain Prometheus rules file) as a PrometheusRule; it must exist.
     prometheus_rule: bool = False
     alert_rules_file: str = "gateway_app/alerts/rules.yml"
+    # Ships the gateway's Grafana dashboard as a ConfigMap labelled for the Grafana sidecar.
+    grafana_dashboard: bool = False
     monitoring_namespace: DnsLabel = "monitoring"
 
     @property

@@ -1,8 +1,10 @@
-"""Prometheus integration: a ServiceMonitor for /metrics and the gateway's alert rules."""
+"""Prometheus and Grafana integration: a ServiceMonitor for /metrics, the gateway's alert rules
+and its dashboard."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import pulumi
@@ -11,6 +13,14 @@ import yaml
 
 from stacks.k8s import APP_NAME, labels, selector
 from stacks.settings import ObservabilitySettings
+
+# The label kube-prometheus-stack's Grafana sidecar watches for (its `sidecar.dashboards.label`).
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
+
+
+def gateway_dashboard() -> str:
+    """The dashboard JSON, as the gateway package ships it (package data, not a repository file)."""
+    return (resources.files("gateway_app") / "dashboards" / "gateway.json").read_text()
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,17 @@ class Observability(pulumi.ComponentResource):
                 kind="PrometheusRule",
                 metadata={"name": APP_NAME, "namespace": args.namespace, "labels": labels("monitoring")},
                 spec={"groups": rules["groups"]},
+                opts=child,
+            )
+        if args.settings.grafana_dashboard:
+            k8s.core.v1.ConfigMap(
+                f"{name}-grafana-dashboard",
+                metadata={
+                    "name": f"{APP_NAME}-dashboard",
+                    "namespace": args.namespace,
+                    "labels": {**labels("monitoring"), GRAFANA_DASHBOARD_LABEL: "1"},
+                },
+                data={"llm-gateway.json": gateway_dashboard()},
                 opts=child,
             )
         self.register_outputs({})

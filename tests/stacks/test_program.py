@@ -346,3 +346,14 @@ def test_prod_and_staging_deploy_every_alert_with_its_playbook(runs) -> None:
         assert {r["alert"] for r in deployed} == shipped_alerts
         for alert in deployed:
             assert alert["annotations"]["playbook"] in RUNBOOK_PLAYBOOKS, alert["alert"]
+
+
+def test_prod_and_staging_ship_the_grafana_dashboard_for_the_sidecar(runs) -> None:
+    shipped = json.loads(
+        (Path(__file__).resolve().parents[2] / "gateway_app/dashboards/gateway.json").read_text()
+    )
+    for stack in ("prod", "staging"):
+        config_map = runs[stack].one("ConfigMap", "observability-grafana-dashboard").values
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(config_map["data"]["llm-gateway.json"]) == shipped
+    assert not [r for r in runs["local"].by_type("ConfigMap") if r.name == "observability-grafana-dashboard"]
