@@ -84,6 +84,11 @@ def ask(client: openai.OpenAI, model: str = "m"):
 def test_login_security_headers_and_every_page(stack, context: BrowserContext) -> None:
     gateway, _, _ = stack
     page = context.new_page()
+    csp_violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: "Content Security Policy" in message.text and csp_violations.append(message.text),
+    )
     page.goto(gateway.url + "/admin")
     expect(page).to_have_url(re.compile(r"/admin/login$"))
     screenshot(page, "01-login")
@@ -120,6 +125,7 @@ def test_login_security_headers_and_every_page(stack, context: BrowserContext) -
         expect(page.get_by_role("heading", level=1)).to_have_text(heading)
         expect(page.get_by_role("link", name=link, exact=True)).to_have_attribute("aria-current", "page")
         screenshot(page, shot)
+    assert csp_violations == []
 
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/admin/login$"))
