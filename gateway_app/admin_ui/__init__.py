@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader
 
 from gateway_app import __version__
 from gateway_app.admin.cookie import SESSION_COOKIE, read_cookie
+from gateway_app.admin.router import path_pattern
 from gateway_app.admin.sessions import authenticate
 from gateway_app.admin_ui import pages
 from gateway_app.admin_ui.pages import Action, Page, Redirect, UIRequest, View
@@ -39,7 +40,6 @@ PREFIX = "/admin"
 _HTML = b"text/html; charset=utf-8"
 _MAX_FORM_BYTES = 64 * 1024
 _STATIC_TYPES = {".css": b"text/css; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
-_PARAM = re.compile(r"\{(\w+)\}")
 
 # public: no session; password: allowed before the first-login password change; admin: after it.
 Access = Literal["public", "password", "admin"]
@@ -52,13 +52,6 @@ class _Route:
     access: Access
     view: View
     action: Action | None
-
-
-def _compile(path: str) -> re.Pattern[str]:
-    pieces = _PARAM.split(PREFIX + path)
-    return re.compile(
-        "^" + "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(pieces)) + "$"
-    )
 
 
 class AdminUI:
@@ -75,7 +68,7 @@ class AdminUI:
             if f.name[f.name.rfind(".") :] in _STATIC_TYPES
         }
         self._routes = [
-            _Route(method, _compile(path), access, view, action)
+            _Route(method, path_pattern(PREFIX + path), access, view, action)
             for method, path, access, view, action in pages.routes(gateway)
         ]
 

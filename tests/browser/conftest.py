@@ -31,9 +31,11 @@ def new_database(databases: Databases) -> str:
         return pool.submit(databases.new, "postgres").result()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(databases: Databases) -> Iterator[Browser]:
-    # Depends on `databases` so that the databases are dropped after the browser (and its loop) ends.
+    # Module scope: while Playwright runs, its loop occupies this thread, and other modules' tests
+    # (asyncio.run, pytest-asyncio) must not see it. Depends on `databases` so that the databases
+    # are dropped after the browser ends.
     with sync_playwright() as playwright:
         # --no-sandbox: the tests may run as root, where Chromium refuses its sandbox.
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
