@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway_app.admin.cookie import session_cookie
 from gateway_app.admin_ui.charts import BAR_AREA, bar_chart
 from gateway_app.admin_ui.security import same_origin, session_csrf_token, tokens_match
 
@@ -33,3 +34,10 @@ def test_bar_chart_scales_to_the_largest_value() -> None:
     assert [bar.width for bar in chart.bars] == [BAR_AREA // 4, BAR_AREA, 0]
     assert chart.bars[1].value_text == "$4.0000" and chart.bars[2].y > chart.bars[1].y
     assert bar_chart([("zero", 0.0)], money=False).bars[0].width == 0  # no division by zero
+
+
+def test_session_cookie_is_secure_over_tls_only() -> None:
+    _, over_tls = session_cookie("t0ken", 60, {"scheme": "https"})
+    _, plain = session_cookie("t0ken", 60, {"scheme": "http"})
+    assert over_tls.endswith(b"; Secure") and b"HttpOnly; SameSite=Strict" in over_tls
+    assert b"Secure" not in plain

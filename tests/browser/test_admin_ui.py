@@ -350,6 +350,10 @@ def test_request_log_detail_shows_the_attempts_of_a_fallback(stack, admin: Page)
 
     wait_until(listed)
     screenshot(admin, "12-logs-filtered")
+    admin.get_by_label("From").fill("2099-01-01T00:00")  # the time filter: nothing that late
+    admin.get_by_role("button", name="Filter").click()
+    expect(admin.get_by_text("No request matches these filters.")).to_be_visible()
+    admin.go_back()
     fallback_rows.get_by_role("link").click()
     expect(admin.get_by_role("heading", level=1)).to_have_text(f"Request {request_id}")
     attempts = admin.get_by_role("region", name=re.compile(r"Attempts \(2\)")).get_by_role("row")
@@ -408,3 +412,34 @@ def test_forms_without_csrf_token_or_from_another_origin_are_refused(stack, admi
     assert wrong_token.status == 403
     a.control(reset_stats=True)
     assert ask(sdk(gateway, SEED_KEY)).model == "model-a"  # nothing was disabled
+
+
+def test_service_account_budget_and_switch_in_ui(stack, admin: Page) -> None:
+    gateway, _, _ = stack
+    admin.goto(gateway.url + "/admin/accounts")
+    new = admin.get_by_role("region", name="New service account")
+    new.get_by_label("Name").fill("ui-team")
+    new.get_by_label("Window").select_option("daily")
+    new.get_by_label("Limit (USD)").fill("5")
+    new.get_by_role("button", name="Create").click()
+    expect(admin.get_by_role("status")).to_have_text("service account ui-team created")
+    row = admin.get_by_role("row").filter(has=admin.get_by_role("rowheader", name="ui-team"))
+    expect(row).to_contain_text("$5.0000 daily")
+    expect(row.locator("meter")).to_have_attribute("max", "5.0")
+    row.get_by_label("Window").select_option("monthly")
+    row.get_by_label("Limit (USD)").fill("abc")
+    row.get_by_role("button", name="Save").click()
+    expect(admin.get_by_role("alert")).to_contain_text("budget limit must be a number")
+    row.get_by_label("Window").select_option("monthly")  # the page shows the stored budget again
+    row.get_by_label("Limit (USD)").fill("12.5")
+    row.get_by_role("button", name="Save").click()
+    expect(row).to_contain_text("$12.5000 monthly")
+    row.get_by_role("button", name="Disable").click()
+    expect(row.get_by_text("disabled", exact=True)).to_be_visible()
+    screenshot(admin, "16-accounts")
+    account = next(
+        a
+        for a in httpx.get(gateway.url + "/admin/api/service-accounts", headers=_api(gateway)).json()["data"]
+        if a["name"] == "ui-team"
+    )
+    assert account["disabled"] is True and account["budget"]["limit_usd"] == 12.5
