@@ -9,12 +9,14 @@ from typing import Any
 
 from gateway_app import __version__, migrations
 from gateway_app.admin import AdminAPI
+from gateway_app.admin_ui import AdminUI
 from gateway_app.budgets import BudgetTracker
 from gateway_app.config import GatewaySettings
 from gateway_app.http import HTTPError, Receive, Scope, Send, send_error, send_json, send_response
 from gateway_app.keys import KeyCache
 from gateway_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway_app.metrics import RequestMetrics, build_registry, render
+from gateway_app.provider_control import ProviderControl
 from gateway_app.providers import Provider, build_provider
 from gateway_app.proxy import DataPlane
 from gateway_app.purge import PurgeScheduler
@@ -49,6 +51,7 @@ class Gateway:
         self.overrides: OverridesSync | None = None
         self.limiter: RateLimiter | None = None
         self.telemetry: Telemetry | None = None
+        self._provider_control: ProviderControl | None = None
 
     @property
     def database(self) -> Database:
@@ -56,6 +59,12 @@ class Gateway:
         if self.db is None:
             raise RuntimeError("the gateway has not started: no database yet")
         return self.db
+
+    def provider_control(self) -> ProviderControl:
+        """Operator actions on providers and routes; only valid between start() and stop()."""
+        if self._provider_control is None:
+            raise RuntimeError("the gateway has not started: no routes yet")
+        return self._provider_control
 
     async def start(self) -> None:
         s = self.settings
@@ -74,6 +83,7 @@ class Gateway:
         self.router = Router(s, self.providers)
         self.overrides = OverridesSync(self.db, self.router, s.resilience)
         await self.overrides.start()
+        self._provider_control = ProviderControl(s.providers, self.router, self.overrides, self.db)
         self.limiter = build_rate_limiter(s.rate_limits)
         self.telemetry = Telemetry(s.server, self.metrics, self.router)
         self.telemetry.start()
@@ -156,7 +166,11 @@ class GatewayApp:
             ("POST", "/v1/chat/completions"): self._operation("chat"),
             ("POST", "/v1/embeddings"): self._operation("embeddings"),
         }
-        self._prefixes: list[tuple[str, Handler]] = [("/admin/api/", AdminAPI(self.gateway))]
+        # The UI owns the rest of /admin (it answers 404 itself for what it does not serve).
+        self._prefixes: list[tuple[str, Handler]] = [
+            ("/admin/api/", AdminAPI(self.gateway)),
+            ("/admin", AdminUI(self.gateway)),
+        ]
 
     def _operation(self, name: str) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:

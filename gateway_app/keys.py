@@ -313,6 +313,13 @@ async def create_key(
         return key, await get_key(tx, normalize_public_id(key))
 
 
+async def revoke_active_key(db: Executor, public_id: str) -> dict[str, Any]:
+    """Revoke now and return the key as listed; NotFound if it is unknown or already revoked."""
+    if not await revoke_key(db, public_id):
+        raise NotFound(f"no active key gwk_{public_id}")
+    return await get_key(db, public_id)
+
+
 async def rotate_key(
     db: Database, public_id: str, revoke_old_after_seconds: float | None = None, source: str = "api"
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -186,3 +186,30 @@ async def spend_report(db: Executor, group_by: str, filters: dict[str, str]) -> 
             }
         )
     return report
+
+
+async def traffic(db: Executor, since_ms: int, until_ms: int) -> dict[str, Any]:
+    """Requests and errors logged in [since, until): the overview's request and error rates.
+
+    ``errors`` are 5xx answers (the gateway's or its upstreams' fault); 4xx are counted apart.
+    """
+    row = await db.fetchrow(
+        "SELECT COUNT(*) AS requests, "
+        "SUM(CASE WHEN status_code >= 500 THEN 1 ELSE 0 END) AS errors, "
+        "SUM(CASE WHEN status_code >= 400 AND status_code < 500 THEN 1 ELSE 0 END) AS client_errors "
+        "FROM request_logs WHERE created_at >= $1 AND created_at < $2",
+        since_ms,
+        until_ms,
+    )
+    requests = int(row["requests"] or 0)
+    errors = int(row["errors"] or 0)
+    minutes = max((until_ms - since_ms) / 60_000, 1 / 60)
+    return {
+        "since": since_ms,
+        "until": until_ms,
+        "requests": requests,
+        "errors": errors,
+        "client_errors": int(row["client_errors"] or 0),
+        "requests_per_minute": round(requests / minutes, 2),
+        "error_rate": round(errors / requests, 4) if requests else 0.0,
+    }

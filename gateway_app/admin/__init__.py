@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway_app.admin import accounts_routes, auth_routes, keys_routes, logs_routes, providers_routes
+from gateway_app.admin.cookie import SESSION_COOKIE, read_cookie
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.admin.sessions import authenticate
-from gateway_app.http import HTTPError, Receive, Scope, Send, bearer_token, header, send_error, send_json
+from gateway_app.http import HTTPError, Receive, Scope, Send, bearer_token, send_error, send_json
 
 if TYPE_CHECKING:
     from gateway_app.app import Gateway
 
-SESSION_COOKIE = "gw_session"
 _REGISTRARS = (
     auth_routes.register,
     keys_routes.register,
@@ -28,16 +28,7 @@ _REGISTRARS = (
 
 
 def _session_token(scope: Scope) -> str | None:
-    token = bearer_token(scope)
-    if token:
-        return token
-    cookie = header(scope, b"cookie")
-    if cookie:
-        for part in cookie.decode("latin-1").split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == SESSION_COOKIE and value:
-                return value
-    return None
+    return bearer_token(scope) or read_cookie(scope, SESSION_COOKIE)
 
 
 class AdminAPI:

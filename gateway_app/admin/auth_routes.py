@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway_app.admin import sessions
+from gateway_app.admin.cookie import session_cookie
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.http import HTTPError, invalid_request
 
@@ -12,11 +13,6 @@ if TYPE_CHECKING:
     from gateway_app.app import Gateway
 
 _GENERIC_LOGIN_ERROR = "invalid email or password"
-
-
-def _cookie(token: str, max_age: int) -> tuple[bytes, bytes]:
-    value = f"gw_session={token}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age}"
-    return (b"set-cookie", value.encode())
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -54,12 +50,12 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
                 "expires_at": session.expires_at,
                 "must_change_password": session.must_change_password,
             },
-            [_cookie(session.token, ttl)],
+            [session_cookie(session.token, ttl, request.scope)],
         )
 
     async def logout(request: AdminRequest) -> AdminResponse:
         await sessions.logout(gateway.database, request.admin.session_id)
-        return AdminResponse(200, {"status": "logged_out"}, [_cookie("", 0)])
+        return AdminResponse(200, {"status": "logged_out"}, [session_cookie("", 0, request.scope)])
 
     async def me(request: AdminRequest) -> AdminResponse:
         admin = request.admin
@@ -90,7 +86,9 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
                 401, "the current password is wrong", "invalid_credentials", "authentication_error"
             ) from None
         return AdminResponse(
-            200, {"token": session.token, "expires_at": session.expires_at}, [_cookie(session.token, ttl)]
+            200,
+            {"token": session.token, "expires_at": session.expires_at},
+            [session_cookie(session.token, ttl, request.scope)],
         )
 
     router.add("POST", "/session", login, public=True)

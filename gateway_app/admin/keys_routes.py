@@ -38,9 +38,7 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
     @control_errors
     async def revoke(request: AdminRequest) -> AdminResponse:
         public_id = keys.normalize_public_id(request.params["public_id"])
-        if not await keys.revoke_key(gateway.database, public_id):
-            raise keys.NotFound(f"no active key gwk_{public_id}")
-        return AdminResponse(200, await keys.get_key(gateway.database, public_id))
+        return AdminResponse(200, await keys.revoke_active_key(gateway.database, public_id))
 
     @control_errors
     async def rotate(request: AdminRequest) -> AdminResponse:

@@ -14,6 +14,13 @@ _PARAM = re.compile(r"\{(\w+)\}")
 _MAX_ADMIN_BODY = 1024 * 1024
 
 
+def path_pattern(template: str) -> re.Pattern[str]:
+    """'/admin/keys/{public_id}/revoke' -> a regex with one named group per {param} (no '/' inside)."""
+    pieces = _PARAM.split(template)  # literal, name, literal, name, ...
+    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(pieces))
+    return re.compile(f"^{regex}$")
+
+
 @dataclass
 class AdminPrincipal:
     admin_user_id: int
@@ -88,9 +95,9 @@ class AdminRouter:
         public: bool = False,
         before_password_change: bool = False,
     ) -> None:
-        pieces = _PARAM.split(self.prefix + path)  # literal, name, literal, name, ...
-        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(pieces))
-        self._routes.append(_Route(method, re.compile(f"^{regex}$"), handler, public, before_password_change))
+        self._routes.append(
+            _Route(method, path_pattern(self.prefix + path), handler, public, before_password_change)
+        )
 
     def match(self, method: str, path: str) -> tuple[_Route, dict[str, str]]:
         allowed = False

@@ -42,6 +42,7 @@ def _admin_login(deployment: Deployment, password: str) -> int:
 def test_admin_login_check_walks_the_checks(local_deployment: Deployment) -> None:
     result = local_deployment.ok("admin_login_check.yml")
     assert "Admin login works: admin@localhost" in result.output
+    assert "1. Assert /admin serves the login page" in result.output
     assert "bootstrap admin admin@localhost: already present" in result.output
 
 

@@ -1,0 +1,174 @@
+"""The admin UI at /admin: server-rendered HTML over the same control-plane functions as /admin/api.
+
+This module is the ASGI side: it matches a page, checks the session, the
+forced first-login password change, the form's origin and CSRF token, then
+renders what the page handler (gateway_app.admin_ui.pages) returns. Pages
+work without JavaScript; the one script is the copy button of a new key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import parse_qsl
+
+from jinja2 import Environment, PackageLoader
+
+from gateway_app import __version__
+from gateway_app.admin.cookie import SESSION_COOKIE, read_cookie
+from gateway_app.admin.router import path_pattern
+from gateway_app.admin.sessions import authenticate
+from gateway_app.admin_ui import pages
+from gateway_app.admin_ui.pages import Action, Page, Redirect, UIRequest, View
+from gateway_app.admin_ui.security import (
+    CSRF_FIELD,
+    LOGIN_CSRF_COOKIE,
+    SECURITY_HEADERS,
+    same_origin,
+    session_csrf_token,
+    tokens_match,
+)
+from gateway_app.http import HTTPError, Receive, Scope, Send, read_body, send_response
+from gateway_app.keys import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from gateway_app.app import Gateway
+
+PREFIX = "/admin"
+_HTML = b"text/html; charset=utf-8"
+_MAX_FORM_BYTES = 64 * 1024
+_STATIC_TYPES = {".css": b"text/css; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
+
+# public: no session; password: allowed before the first-login password change; admin: after it.
+Access = Literal["public", "password", "admin"]
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    access: Access
+    view: View
+    action: Action | None
+
+
+class AdminUI:
+    def __init__(self, gateway: Gateway):
+        self._gateway = gateway
+        self._templates = Environment(
+            loader=PackageLoader("gateway_app.admin_ui", "templates"), autoescape=True, trim_blocks=True
+        )
+        self._templates.filters.update(pages.FILTERS)
+        static = resources.files("gateway_app.admin_ui") / "static"
+        self._static = {
+            f"{PREFIX}/static/{f.name}": (f.read_bytes(), _STATIC_TYPES[f.name[f.name.rfind(".") :]])
+            for f in static.iterdir()
+            if f.name[f.name.rfind(".") :] in _STATIC_TYPES
+        }
+        self._routes = [
+            _Route(method, path_pattern(PREFIX + path), access, view, action)
+            for method, path, access, view, action in pages.routes(gateway)
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            await self._render(send, Page("error.html", {"error": f"no page {path}"}, status=404))
+            return
+        if scope["method"] == "GET" and path in self._static:
+            body, content_type = self._static[path]
+            await send_response(
+                send, 200, body, content_type, [*SECURITY_HEADERS, (b"cache-control", b"max-age=300")]
+            )
+            return
+        try:
+            result = await self._dispatch(scope, receive)
+        except HTTPError as error:
+            result = Page("error.html", {"error": error.message}, status=error.status)
+        except NotFound as exc:
+            result = Page("error.html", {"error": str(exc)}, status=404)
+        if isinstance(result, Redirect):
+            await send_response(
+                send,
+                303,
+                b"",
+                _HTML,
+                [*SECURITY_HEADERS, (b"location", result.location.encode()), *result.headers],
+            )
+        else:
+            await self._render(send, result)
+
+    async def _dispatch(self, scope: Scope, receive: Receive) -> Page | Redirect:
+        route, params = self._match(scope["method"], scope["path"])
+        request = UIRequest(scope, params)
+        if route.method == "POST" and not same_origin(scope):
+            raise HTTPError(403, "form refused: it was not posted from this site (Origin check)", "csrf")
+        if route.access != "public":
+            token = read_cookie(scope, SESSION_COOKIE)
+            request.principal = await authenticate(self._gateway.database, token) if token else None
+            if request.principal is None:
+                return Redirect(f"{PREFIX}/login")
+            assert token is not None
+            request.csrf_token = session_csrf_token(token)
+            if request.principal.must_change_password and route.access == "admin":
+                if route.method == "GET":
+                    return Redirect(f"{PREFIX}/password")
+                raise HTTPError(403, "change the first-login password before anything else", "password")
+        if route.method == "POST":
+            request.form = _parse_form(await read_body(receive, _MAX_FORM_BYTES))
+            expected = (
+                read_cookie(scope, LOGIN_CSRF_COOKIE) if route.access == "public" else request.csrf_token
+            )
+            if not tokens_match(expected, request.field(CSRF_FIELD)):
+                raise HTTPError(
+                    403, "form refused: its CSRF token is missing or stale; reload the page and retry", "csrf"
+                )
+        if route.action is None:
+            return await route.view(request, {})
+        try:
+            outcome = await route.action(request)
+        except NotFound as exc:
+            outcome = {"error": str(exc), "status": 404}
+        except Conflict as exc:
+            outcome = {"error": str(exc), "status": 409}
+        except ValueError as exc:
+            outcome = {"error": str(exc), "status": 400}
+        if isinstance(outcome, Redirect):
+            return outcome
+        page = await route.view(request, outcome)
+        if isinstance(page, Page) and "status" in outcome:
+            page.status = outcome["status"]
+        return page
+
+    def _match(self, method: str, path: str) -> tuple[_Route, dict[str, str]]:
+        allowed = False
+        for route in self._routes:
+            found = route.pattern.match(path)
+            if found is None:
+                continue
+            if route.method == method:
+                return route, found.groupdict()
+            allowed = True
+        if allowed:
+            raise HTTPError(405, f"{method} is not allowed on {path}", "method_not_allowed")
+        raise HTTPError(404, f"no page {path}", "not_found")
+
+    async def _render(self, send: Send, page: Page) -> None:
+        context = {"version": __version__, "prefix": PREFIX, "csrf_field": CSRF_FIELD, **page.context}
+        body = self._templates.get_template(page.template).render(context).encode()
+        await send_response(
+            send,
+            page.status,
+            body,
+            _HTML,
+            [*SECURITY_HEADERS, (b"cache-control", b"no-store"), *page.headers],
+        )
+
+
+def _parse_form(body: bytes) -> dict[str, list[str]]:
+    form: dict[str, list[str]] = {}
+    for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+        form.setdefault(name, []).append(value)
+    return form
