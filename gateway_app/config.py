@@ -248,9 +248,23 @@ class PurgeSettings(_Strict):
 class RequestLoggingSettings(_Strict):
     mode: Literal["disabled", "summary_only", "redacted_payloads"] = "summary_only"
     max_payload_bytes: int = Field(16 * 1024, ge=0)
+    # Records held with their request-log detail; past either bound the detail is shed
+    # (counted) and only the ledger part is kept, up to ledger_queue_max more records.
     queue_max: int = Field(10_000, ge=1)
-    batch_size: int = Field(200, ge=1)
+    queue_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    ledger_queue_max: int = Field(50_000, ge=1)
+    # Records per transaction; unset: sized to the backend (see request_log.BATCH_SIZES).
+    batch_size: int | None = Field(None, ge=1)
     flush_interval_seconds: float = Field(0.5, gt=0)
+    # One write (or one replay step) waits at most this long on the database.
+    write_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # While ledger rows wait in the spool, replay is tried this often.
+    retry_seconds: float = Field(1.0, gt=0, le=60)
+    # Where ledger rows go while the database cannot take them (fsync'd, replayed in order).
+    # Unset: a file in the system temp directory named after the database and port; set it
+    # to a persistent volume in production so a restart replays what the last process kept.
+    spool_path: str | None = None
+    spool_max_bytes: int = Field(256 * 1024 * 1024, ge=4096)
     purge: PurgeSettings = PurgeSettings()
 
 

@@ -177,7 +177,46 @@ class GatewayCollector(Collector):
             )
             yield CounterMetricFamily(PREFIX + "request_log_written", "Records written.", w.written)
             yield CounterMetricFamily(
-                PREFIX + "request_log_write_errors", "Records lost to database errors.", w.write_errors
+                PREFIX + "request_log_write_errors",
+                "Ledger rows lost: neither the database nor the spool took them.",
+                w.write_errors,
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "request_log_queue_bytes", "Bytes held by queued records.", w.queued_bytes
+            )
+            yield CounterMetricFamily(
+                PREFIX + "request_log_shed",
+                "Request-log details not stored because the database was unavailable (ledger kept).",
+                w.shed,
+            )
+            yield CounterMetricFamily(
+                PREFIX + "request_log_encode_errors",
+                "Request-log details that could not be encoded or stored, dropped one by one.",
+                w.encode_errors,
+            )
+            spool = w.spool
+            yield CounterMetricFamily(
+                PREFIX + "ledger_spooled", "Ledger rows written to the local spool.", w.spooled
+            )
+            yield CounterMetricFamily(
+                PREFIX + "ledger_replayed", "Spooled ledger rows replayed into the database.", w.replayed
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "ledger_spool_rows", "Ledger rows in the spool waiting for the database.", spool.rows
+            )
+            yield GaugeMetricFamily(PREFIX + "ledger_spool_bytes", "Size of the ledger spool.", spool.size)
+            yield GaugeMetricFamily(
+                PREFIX + "ledger_spool_max_bytes", "Capacity of the ledger spool.", spool.max_bytes
+            )
+            yield CounterMetricFamily(
+                PREFIX + "ledger_spool_full",
+                "Ledger rows the spool refused (full or failing disk); they stay queued in memory.",
+                spool.full_refusals,
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "database_reachable",
+                "1 if the last readiness check and ledger write reached the database, else 0.",
+                int(g.database_reachable and w.database_available),
             )
         if g.db is not None:
             stats = g.db.pool_stats()

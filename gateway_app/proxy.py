@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway_app.budgets import BudgetTracker
+from gateway_app.budgets import BudgetTracker, estimate_micros
 from gateway_app.clock import now_ms
 from gateway_app.config import GatewaySettings
 from gateway_app.http import (
@@ -42,13 +42,15 @@ from gateway_app.providers import UpstreamCall, UpstreamError
 from gateway_app.ratelimit import RateLimiter
 from gateway_app.request_log import Attempt, RequestLogWriter, RequestRecord, caller_tags
 from gateway_app.routing import ModelEntry, Route, Router
+from gateway_app.stream_usage import StreamRelay, ask_for_usage
 from gateway_app.telemetry import RequestTracer
 
 log = logging.getLogger("gateway.proxy")
 access_log = logging.getLogger("gateway.access")
 
 _SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-_STREAM_TAIL_CHUNKS = 3  # enough to hold the final usage chunk for the ledger
+# An unknown key id is looked up in the database; a hung database must not hang the request.
+_KEY_LOOKUP_TIMEOUT_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -150,7 +152,17 @@ class DataPlane:
 
     async def _authenticate(self, scope: Scope) -> KeyIdentity:
         token = bearer_token(scope)
-        identity = await self._keys.authenticate(token) if token else None
+        try:
+            async with asyncio.timeout(_KEY_LOOKUP_TIMEOUT_SECONDS):
+                identity = await self._keys.authenticate(token) if token else None
+        except Exception as exc:  # only an id missing from the cache reaches the database
+            raise HTTPError(
+                503,
+                f"this API key is not in the gateway's cache and the key store did not answer "
+                f"({exc.__class__.__name__}); retry shortly",
+                "key_store_unavailable",
+                "api_error",
+            ) from None
         if identity is None:
             raise invalid_api_key()
         return identity
@@ -208,8 +220,11 @@ class DataPlane:
             record.request_body = body
         stream = operation == "chat" and payload.get("stream") is True
         record.stream = stream
-        if self._budgets is not None:
-            self._budgets.check(ctx.identity.service_account_id)  # in memory; before any provider call
+        record.request_bytes = len(body)
+        client_wants_usage = ask_for_usage(payload) if stream else True
+        if self._budgets is not None:  # in memory; before any provider call
+            estimate = estimate_micros(entry.routes[0].price, len(body), payload)
+            record.reserved_micros = self._budgets.admit(ctx.identity.service_account_id, estimate)
 
         route, call = await self._open_with_fallback(operation, entry, payload, ctx)
         record.provider = route.provider_name
@@ -219,9 +234,10 @@ class DataPlane:
         if not stream:
             response = await call.read()
             record.response_body = response
+            record.relayed_bytes = len(response)
             await send_response(send, call.status, response, call.content_type.encode(), headers)
             return
-        await self._relay_stream(call, ctx, send, headers)
+        await self._relay_stream(call, ctx, send, headers, StreamRelay(hide_usage=not client_wants_usage))
 
     async def _open_with_fallback(
         self, operation: str, entry: ModelEntry, payload: dict[str, Any], ctx: RequestContext
@@ -281,7 +297,12 @@ class DataPlane:
         raise _client_error(entry.name, last_error)
 
     async def _relay_stream(
-        self, call: UpstreamCall, ctx: RequestContext, send: Send, headers: list[tuple[bytes, bytes]]
+        self,
+        call: UpstreamCall,
+        ctx: RequestContext,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        relay: StreamRelay,
     ) -> None:
         await send(
             {
@@ -290,22 +311,22 @@ class DataPlane:
                 "headers": [(b"content-type", call.content_type.encode()), *_SSE_HEADERS, *headers],
             }
         )
-        tail: list[bytes] = []
         first = True
         try:
             async for chunk in call.chunks():
                 if first:
                     ctx.record.ttft_ms = int((time.perf_counter() - ctx.started) * 1000)
                     first = False
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                tail.append(chunk)
-                if len(tail) > _STREAM_TAIL_CHUNKS:
-                    del tail[0]
+                if out := relay.feed(chunk):
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
         except Exception as exc:  # upstream broke mid-stream: the status is sent, so end the stream
             ctx.record.error_code = "stream_interrupted"
             log.warning("stream %s interrupted: %s", ctx.request_id, exc.__class__.__name__)
-        ctx.record.response_body = b"".join(tail)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:  # a cut stream (client gone, shutdown) still gets a ledger row, estimated if need be
+            ctx.record.response_body = relay.usage_event
+            ctx.record.relayed_bytes = relay.relayed_bytes
+            ctx.record.relayed_events = relay.events
+        await send({"type": "http.response.body", "body": relay.rest(), "more_body": False})
 
 
 def _client_error(model: str, error: UpstreamError | None) -> HTTPError:

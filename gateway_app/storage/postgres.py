@@ -68,6 +68,14 @@ class _Tx:
 
 class PostgresDatabase:
     backend = "postgres"
+    outage_errors = (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory, too many connections
+        asyncpg.exceptions.OperatorInterventionError,  # shutting down, cannot connect now
+    )
 
     def __init__(self, url: str, pool: asyncpg.Pool):
         self.url = url

@@ -80,6 +80,8 @@ class _Conn:
 
 class SQLiteDatabase:
     backend = "sqlite"
+    # OperationalError: disk full, I/O error, locked past busy_timeout, file gone.
+    outage_errors = (OSError, TimeoutError, sqlite3.OperationalError)
 
     def __init__(self, url: str, conns: list[_Conn]):
         self.url = url
