@@ -38,7 +38,7 @@ import orjson
 from gateway_app.config import RequestLoggingSettings
 from gateway_app.ledger_spool import LedgerSpool
 from gateway_app.pricing import Price, cost_micros
-from gateway_app.storage import Database, Transaction
+from gateway_app.storage import Database, Transaction, bounded
 
 log = logging.getLogger("gateway.request_log")
 
@@ -220,6 +220,7 @@ class RequestLogWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._next_replay = 0.0
+        self._stuck: asyncio.Task[None] | None = None  # a write abandoned at its deadline
         self._last_error_log = 0.0
         self.dropped = 0  # records whose request-log detail was shed because the queue was full
         self.shed = 0  # records whose request-log detail was shed because the database was unavailable
@@ -363,10 +364,7 @@ class RequestLogWriter:
     async def _replay(self) -> bool:
         rows, offset = self._spool.unreplayed(self._batch_size)
         try:
-            async with asyncio.timeout(self._settings.write_timeout_seconds):
-                async with self._db.transaction() as tx:
-                    if rows:
-                        await tx.executemany(_LEDGER_INSERT, [tuple(row) for row in rows])
+            await self._bounded_write([tuple(row) for row in rows], [])
         except Exception as exc:  # an outage, or a refused row: retried at the next replay either way
             self._unavailable("ledger spool replay", exc)
             return False
@@ -384,9 +382,7 @@ class RequestLogWriter:
         details = self._details(batch, priced)
         for attempt in range(2):  # retried once: a dropped connection or a failover is often brief
             try:
-                async with asyncio.timeout(self._settings.write_timeout_seconds):
-                    async with self._db.transaction() as tx:
-                        await self._write(tx, ledger, details)
+                await self._bounded_write(ledger, details)
                 break
             except self._db.outage_errors as exc:
                 if attempt or isinstance(exc, TimeoutError) or self._stopping:
@@ -415,9 +411,7 @@ class RequestLogWriter:
         details: list[_Detail | None],
     ) -> None:
         try:
-            async with asyncio.timeout(self._settings.write_timeout_seconds):
-                async with self._db.transaction() as tx:
-                    await self._write(tx, ledger, [])
+            await self._bounded_write(ledger, [])
         except Exception as exc:
             self._unavailable("ledger rows", exc)
             await self._spool_batch(batch, priced, "ledger rows refused")
@@ -426,9 +420,7 @@ class RequestLogWriter:
             if detail is None:
                 continue
             try:
-                async with asyncio.timeout(self._settings.write_timeout_seconds):
-                    async with self._db.transaction() as tx:
-                        await self._write(tx, [], [detail])
+                await self._bounded_write([], [detail])
             except Exception as exc:
                 self.encode_errors += 1
                 log.error("request log %s not stored: %s", batch[index].request_id, exc.__class__.__name__)
@@ -538,6 +530,21 @@ class RequestLogWriter:
                 log.error("request log %s not encoded: %s", r.request_id, exc.__class__.__name__)
                 details.append(None)
         return details
+
+    async def _bounded_write(self, ledger: list[tuple[Any, ...]], details: list[_Detail | None]) -> None:
+        """One transaction under write_timeout_seconds; never waits on a write left stuck before."""
+        if self._stuck is not None and not self._stuck.done():
+            raise TimeoutError("an earlier write is still stuck in the database")
+        try:
+            await bounded(self._transaction(ledger, details), self._settings.write_timeout_seconds)
+        except TimeoutError as exc:
+            if exc.args and isinstance(exc.args[0], asyncio.Task):
+                self._stuck = exc.args[0]  # a hung database holds it; retried once it lets go
+            raise
+
+    async def _transaction(self, ledger: list[tuple[Any, ...]], details: list[_Detail | None]) -> None:
+        async with self._db.transaction() as tx:
+            await self._write(tx, ledger, details)
 
     async def _write(
         self, tx: Transaction, ledger: list[tuple[Any, ...]], details: list[_Detail | None]
