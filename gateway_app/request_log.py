@@ -325,8 +325,11 @@ class RequestLogWriter:
 
     async def _run(self) -> None:
         while not self._stopping:
+            interval = self._settings.flush_interval_seconds
+            if self._spool.pending:  # rows from an outage (or the last process) wait for replay
+                interval = min(interval, self._settings.retry_seconds)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._settings.flush_interval_seconds)
+                await asyncio.wait_for(self._wakeup.wait(), interval)
             self._wakeup.clear()
             while self._queue or self._spool.pending:
                 try:
