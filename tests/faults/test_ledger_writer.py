@@ -111,3 +111,23 @@ def test_two_processes_cannot_share_a_spool(tmp_path: Path) -> None:
     with pytest.raises(SpoolUnavailable, match="locked by another gateway process"):
         second.open()
     first.close()
+
+
+async def test_the_queue_is_bounded_in_bytes_shedding_detail_not_ledger(tmp_path: Path) -> None:
+    db = await _database(tmp_path)
+    spool = LedgerSpool(tmp_path / "spool.jsonl", 1 << 20)
+    spool.open()
+    settings = RequestLoggingSettings(mode="redacted_payloads", queue_max_bytes=64 * 1024)
+    writer = RequestLogWriter(db, settings, spool)
+    big = b'{"messages": [], "pad": "' + b"x" * 20_000 + b'"}'
+    for number in range(10):
+        writer.submit(_record(number, big))
+    # 3 records of ~20 kB fit in 64 kB with their bodies; the other 7 keep only their ledger part.
+    assert writer.queued_bytes <= 64 * 1024 + 7 * 1024
+    assert writer.dropped == 7 and writer.depth == 10
+    await writer.flush()
+    assert await db.fetchval("SELECT COUNT(*) FROM request_logs") == 3
+    assert await db.fetchval("SELECT COUNT(*) FROM usage_cost_events") == 10
+    assert await db.fetchval("SELECT SUM(cost_micros) FROM usage_cost_events") == 10 * (3 + 2 * 4)
+    await writer.stop()
+    await db.close()
