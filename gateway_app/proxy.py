@@ -224,6 +224,13 @@ class DataPlane:
         record.stream = stream
         record.request_bytes = len(body)
         client_wants_usage = ask_for_usage(payload) if stream else True
+        if self._writer.saturated:  # a request whose cost could not be recorded is not served
+            raise HTTPError(
+                503,
+                "the gateway's usage ledger is behind its database; retry shortly",
+                "ledger_backlog",
+                "api_error",
+            )
         if self._budgets is not None:  # in memory; before any provider call
             estimate = estimate_micros(entry.routes[0].price, len(body), payload)
             record.reserved_micros = self._budgets.admit(ctx.identity.service_account_id, estimate)

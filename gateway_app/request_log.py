@@ -48,6 +48,8 @@ BATCH_SIZES = {"sqlite": 1000, "postgres": 1000}
 _RECORD_OVERHEAD_BYTES = 512  # a record's fields besides its bodies, for the byte bound
 _ESTIMATED_BYTES_PER_TOKEN = 4
 _ERROR_LOG_INTERVAL_SECONDS = 10.0
+# Ledger-only places beyond ledger_queue_max for requests admitted before the queue saturated.
+_IN_FLIGHT_MARGIN = 10_000
 
 TAG_HEADERS = {
     b"x-gateway-service": "service",
@@ -221,6 +223,8 @@ class RequestLogWriter:
         self._stopping = False
         self._next_replay = 0.0
         self._stuck: asyncio.Task[None] | None = None  # a write abandoned at its deadline
+        self._event_prefix = secrets.token_hex(8) + "-"
+        self._event_number = 0
         self._last_error_log = 0.0
         self.dropped = 0  # records whose request-log detail was shed because the queue was full
         self.shed = 0  # records whose request-log detail was shed because the database was unavailable
@@ -259,6 +263,12 @@ class RequestLogWriter:
         """Ledger rows are waiting in the spool, or the last write did not reach the database."""
         return self._spool.pending or not self.database_available
 
+    @property
+    def saturated(self) -> bool:
+        """The ledger headroom is used up: new requests are refused before they cost anything
+        (requests already admitted still have ``_IN_FLIGHT_MARGIN`` places)."""
+        return len(self._queue) - self._detailed >= self._settings.ledger_queue_max
+
     def submit(self, record: RequestRecord) -> None:
         """Called on the request path: O(1) (O(body) under pressure), never blocks, never raises."""
         size = _record_bytes(record)
@@ -273,7 +283,7 @@ class RequestLogWriter:
         if record.model is None or record.provider is None:
             self._settle(record, 0)  # no ledger row: nothing else to keep
             return
-        if len(self._queue) - self._detailed >= self._settings.ledger_queue_max:
+        if len(self._queue) - self._detailed >= self._settings.ledger_queue_max + _IN_FLIGHT_MARGIN:
             self._lose([record], "the request-log queue's ledger headroom is full")
             return
         if record.usage is None:
@@ -486,10 +496,10 @@ class RequestLogWriter:
             prompt_tokens, completion_tokens, cost if ledger else 0, pricing_status, ledger, estimated
         )
 
-    @staticmethod
-    def _ledger_row(r: RequestRecord, u: _Usage) -> tuple[Any, ...]:
+    def _ledger_row(self, r: RequestRecord, u: _Usage) -> tuple[Any, ...]:
         if r.event_key is None:
-            r.event_key = secrets.token_hex(12)
+            self._event_number += 1  # unique: a random prefix per writer, a counter within it
+            r.event_key = f"{self._event_prefix}{self._event_number:x}"
         return (
             r.event_key, r.request_id, r.created_at, r.api_key_id, r.service_account_id, r.model,
             r.provider, r.upstream_model, u.prompt_tokens, u.completion_tokens, u.cost,

@@ -62,14 +62,22 @@ def test_disabled_mode_keeps_the_ledger_and_overflow_sheds_detail_not_ledger(db_
         assert sql.count(db_url, table) == 0, table
 
 
-def test_a_full_queue_sheds_request_log_detail_then_counts_lost_ledger_rows(db_url, launcher) -> None:
+def test_a_full_queue_sheds_detail_then_refuses_requests_rather_than_lose_ledger_rows(
+    db_url, launcher
+) -> None:
     config = base_config(db_url)
     config["request_logging"] = {"mode": "summary_only", "queue_max": 4, "ledger_queue_max": 3, **_HOLD}
     gateway = launcher.gateway(config)
-    _send(gateway.url, 9)
+    _send(gateway.url, 7)
+    # 4 with detail, 3 ledger-only (detail shed): the ledger headroom is used up, so the next
+    # request is refused before it reaches a provider (nothing served goes unaccounted).
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {SEED_KEY}"}) as client:
+        refused = client.post(
+            "/v1/chat/completions", json={"model": "echo-1", "messages": [{"role": "user", "content": "x"}]}
+        )
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "ledger_backlog"
     queue = AdminClient(gateway.url).get("/request-logs/queue").json()
-    # 4 with detail, 3 ledger-only (detail shed), 2 beyond every bound: lost and counted.
-    assert queue == {"depth": 7, "dropped": 5, "written": 0, "write_errors": 2}
+    assert queue == {"depth": 7, "dropped": 4, "written": 0, "write_errors": 0}  # the refusal's detail shed
     _stop(gateway)
     assert sql.count(db_url, "request_logs") == 4
     assert sql.count(db_url, "usage_cost_events") == 7
