@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,13 @@ from gateway_app.storage.base import DatabaseUnavailable, Row
 
 # Key of the transaction-scoped advisory lock that serialises exclusive transactions.
 _EXCLUSIVE_LOCK_KEY = zlib.crc32(b"gateway_app.exclusive")
+
+
+# "INSERT INTO t (cols) VALUES ($1, ..., $n) [tail]": batched as one INSERT ... SELECT FROM unnest.
+_INSERT_VALUES = re.compile(
+    r"^(INSERT\s+INTO\s+\w+\s*\([^)]*\)(?:\s+OVERRIDING SYSTEM VALUE)?)\s+VALUES\s*\(([$\d,\s]+)\)(.*)$",
+    re.DOTALL,
+)
 
 
 def _rowcount(status: str) -> int:
@@ -32,7 +40,18 @@ class _Tx:
         return _rowcount(await self.conn.execute(sql, *args))
 
     async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        await self.conn.executemany(sql, rows)
+        match = _INSERT_VALUES.match(sql)
+        if match is None or len(rows) < 2:
+            await self.conn.executemany(sql, rows)
+            return
+        # One statement with one array per column: asyncpg's executemany binds and runs each
+        # row separately, which leaves the ledger writer behind a busy gateway.
+        types = [t.name for t in (await self.conn.prepare(sql)).get_parameters()]
+        head, _, tail = match.groups()
+        arrays = ", ".join(f"${i}::{name}[]" for i, name in enumerate(types, start=1))
+        await self.conn.execute(
+            f"{head} SELECT * FROM unnest({arrays}){tail}", *map(list, zip(*rows, strict=True))
+        )
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return await self.conn.fetch(sql, *args)
@@ -53,7 +72,7 @@ class _Tx:
             )
         ]
         placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 2))
-        await self.conn.executemany(
+        await self.executemany(
             f"INSERT INTO {table} (id, {', '.join(columns)}) OVERRIDING SYSTEM VALUE VALUES ({placeholders})",
             [(row_id, *row) for row_id, row in zip(ids, rows, strict=True)],
         )
