@@ -119,6 +119,9 @@ class EchoProvider:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
+    def pool_stats(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
