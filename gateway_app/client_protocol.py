@@ -9,6 +9,10 @@ application that polls ``receive()``. This subclass adds, at a cost of one timer
   the connection is just closed;
 - head size and header count limits: 431, then close;
 - a connection cap (``max_connections``): a JSON 503 written at once, then close;
+- a lingering close when the answer goes out before the request is read to its end (413,
+  431, 408, an early 401): the write side is shut, what still arrives is discarded for a
+  moment, then the connection is closed. Closing at once would make the kernel reset the
+  connection over the unread bytes, and many clients then lose the answer;
 - cancel-on-disconnect: a handler registers its task through ``scope["extensions"]``
   (``DISCONNECT_EXTENSION``) and the task is cancelled when the client goes away before the
   response is complete, so an upstream call never outlives its client.
@@ -27,6 +31,9 @@ from gateway_app.config import ServerSettings
 
 # The scope extension the data plane looks up; this module owns the name.
 DISCONNECT_EXTENSION = "gateway.disconnect"
+# Lingering close: how long, and how much, a refused client may keep sending before the close.
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 16 * 1024 * 1024
 
 
 class ClientLimits(NamedTuple):
@@ -89,6 +96,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes received since the current request head began
         self._watch = DisconnectWatch()
+        self._lingering = 0  # bytes discarded since the lingering close began; 0: not lingering
 
     # --- connection ---------------------------------------------------------
 
@@ -134,11 +142,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         if not self.transport.is_closing():
             self.transport.write(_error_response(status, _REASONS[status], message, _CODES[status]))
-            self.transport.close()
+            self._linger()
+
+    def _linger(self) -> None:
+        transport = self.transport
+        self._lingering = 1
+        self.flow.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not self.transport.is_closing():
+            self._linger()  # answered before the request body was read: read no more of it
+            return
+        super().on_response_complete()
 
     # --- parsing ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingering += len(data)
+            if self._lingering > LINGER_MAX_BYTES:
+                self.transport.close()
+            return
         self._unset_keepalive_if_required()
         in_head = self._head_timer is not None
         if in_head:

@@ -33,6 +33,7 @@ from gateway_app.http import (
     Scope,
     Send,
     bearer_token,
+    check_declared_length,
     header,
     invalid_api_key,
     invalid_request,
@@ -244,6 +245,7 @@ class DataPlane:
     ) -> None:
         assert ctx.identity is not None
         record = ctx.record
+        check_declared_length(scope, self._max_body)
         body = await read_body(receive, self._max_body)
         payload = parse_json_object(body)
         entry = self._resolve(operation, payload, ctx.identity)
