@@ -47,7 +47,7 @@ from gateway_app.http import (
 from gateway_app.keys import KeyCache, KeyIdentity
 from gateway_app.metrics import RequestMetrics
 from gateway_app.providers import UpstreamCall, UpstreamError
-from gateway_app.providers.http1 import HTTP1Error, IdleTimeoutError
+from gateway_app.providers.http1 import DeadlineError, HTTP1Error, IdleTimeoutError
 from gateway_app.ratelimit import RateLimiter
 from gateway_app.request_log import Attempt, RequestLogWriter, RequestRecord, caller_tags
 from gateway_app.routing import ModelEntry, Route, Router
@@ -266,8 +266,8 @@ class DataPlane:
             response = await self._read_whole(call, route, ctx)
             record.response_body = response
             record.status_code = call.status
-            ctx.responded = True
             await send_response(send, call.status, response, call.content_type.encode(), headers)
+            ctx.responded = True
             return
         record.status_code = call.status
         await self._relay_stream(call, ctx, send, headers)
@@ -277,9 +277,8 @@ class DataPlane:
         """The upstream's non-stream body, within the request deadline and the provider's byte cap."""
         provider = route.provider_name
         try:
-            async with asyncio.timeout_at(ctx.deadline):
-                return await call.read()
-        except TimeoutError:
+            return await call.read(ctx.deadline)
+        except DeadlineError:
             reason = "did not finish its response before the request deadline"
             raise HTTPError(504, f"provider {provider} {reason}", "upstream_timeout", "api_error") from None
         except IdleTimeoutError as exc:
@@ -319,12 +318,11 @@ class DataPlane:
                 elapsed = time.perf_counter() - started
                 # A refused request (400) says the upstream is up: only retryable failures trip the breaker.
                 # A full connection pool is this gateway's limit, not the upstream's failure.
-                if exc.kind == "busy":
-                    pass
-                elif exc.retryable:
-                    route.health.failed(elapsed, str(exc))
-                else:
-                    route.health.succeeded(elapsed)
+                if exc.kind != "busy":
+                    if exc.retryable:
+                        route.health.failed(elapsed, str(exc))
+                    else:
+                        route.health.succeeded(elapsed)
                 ctx.record.attempts.append(
                     Attempt(
                         route.provider_name, route.upstream_model, exc.status, str(exc), int(elapsed * 1000)
@@ -352,7 +350,6 @@ class DataPlane:
     async def _relay_stream(
         self, call: UpstreamCall, ctx: RequestContext, send: Send, headers: list[tuple[bytes, bytes]]
     ) -> None:
-        ctx.responded = True
         await send(
             {
                 "type": "http.response.start",
@@ -360,6 +357,7 @@ class DataPlane:
                 "headers": [(b"content-type", call.content_type.encode()), *_SSE_HEADERS, *headers],
             }
         )
+        ctx.responded = True
         tail: list[bytes] = []
         first = True
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,7 +34,9 @@ class UpstreamCall(Protocol):
     status: int
     content_type: str
 
-    async def read(self) -> bytes: ...
+    async def read(self, deadline: float = math.inf) -> bytes:
+        """The whole body, complete by ``deadline`` (event-loop time) or an error."""
+        ...
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 

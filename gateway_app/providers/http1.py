@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
@@ -49,6 +50,10 @@ class PoolBusyError(ConnectError):
 
 class IdleTimeoutError(HTTP1Error):
     """The server sent nothing for ``idle_timeout`` seconds in the middle of a response body."""
+
+
+class DeadlineError(HTTP1Error):
+    """The body read whole was not complete by the caller's deadline."""
 
 
 class BodyTooLargeError(HTTP1Error):
@@ -155,6 +160,7 @@ class Response:
         "_size",
         "_waiter",
         "content_type",
+        "deadline",
         "last_io",
         "parser",
         "received",
@@ -169,6 +175,7 @@ class Response:
         self.content_type = "application/json"
         self.received = False
         self.last_io = 0.0  # loop time of the last bytes from the server (set by the connection)
+        self.deadline = math.inf  # loop time by which read() must be complete (enforced by the sweep)
         self._chunks: list[bytes] = []
         self._size = 0
         self._paused = False
@@ -267,8 +274,11 @@ class Response:
         finally:
             self._waiter = None
 
-    async def read(self) -> bytes:
-        """The whole body; ``BodyTooLargeError`` as soon as it grows past the pool's ``max_body_bytes``."""
+    async def read(self, deadline: float = math.inf) -> bytes:
+        """The whole body; ``BodyTooLargeError`` as soon as it grows past the pool's ``max_body_bytes``,
+        ``DeadlineError`` if it is not complete by ``deadline`` (loop time; checked by the pool's
+        sweep, so without a timer per call: the common small body is complete on arrival)."""
+        self.deadline = deadline
         max_bytes = self._conn.pool.max_body_bytes
         parts: list[bytes] = []
         size = 0
@@ -402,21 +412,22 @@ class _Pool:
         return self._open - len(self._idle)
 
     def _sweep(self) -> None:
-        """Fail (and close) every exchange whose server has been silent mid-body for ``idle_timeout``."""
+        """Fail (and close) every exchange past its read deadline, or whose server has been
+        silent mid-body for ``idle_timeout``."""
         now = self.loop.time()
         silent_since = now - self._idle_timeout
         for conn in list(self._all):
             response = conn.response
-            if (
-                response is not None
-                and response.status
-                and not response._complete
-                and not response._paused
-                and max(response.last_io, conn.last_resume) < silent_since
-            ):
+            if response is None or not response.status or response._complete:
+                continue
+            if response.deadline < now:
+                response.fail(DeadlineError("response not complete by the request deadline"))
+            elif not response._paused and max(response.last_io, conn.last_resume) < silent_since:
                 self.stats.idle_timeouts += 1
                 response.fail(IdleTimeoutError(f"no response data for {self._idle_timeout:g} s"))
-                conn.transport.close()
+            else:
+                continue
+            conn.transport.close()
         self._sweeper = self.loop.call_later(self._sweep_interval, self._sweep)
 
     async def acquire(self, reuse: bool) -> _Connection:

@@ -179,3 +179,22 @@ def test_1000_concurrent_streams_complete(fault_gateway, fault_upstream) -> None
         _metric(gateway.process.url, 'gateway_upstream_pool_waits_total{outcome="queued",provider="fault"}')
         == 0
     )
+
+
+def test_waiting_for_a_pool_slot_is_bounded_and_counted(fault_gateway, fault_upstream) -> None:
+    gateway = fault_gateway(
+        provider={"max_connections": 2, "pool_timeout_seconds": 1}, resilience={"max_attempts": 1}
+    )
+    fault_upstream.control(mode="slow", delay=4)
+    request = chat_request(gateway.port, gateway.key)
+    results = asyncio.run(drive(gateway.port, request, count=4, concurrency=4, timeout=20))
+    served = [r for r in results if r.status == 200]
+    refused = [r for r in results if r.status != 200]
+    assert len(served) == 2 and len(refused) == 2, [(r.status, r.body[:120]) for r in results]
+    for result in refused:
+        assert result.status == 502 and "busy for 1 s" in _error(result.body)["message"], result
+        assert result.total_s < 3, result.total_s  # the 1 s pool timeout, not the 4 s upstream
+    url = gateway.process.url
+    assert _metric(url, "gateway_upstream_pool_waits_total", outcome="queued") == 2
+    assert _metric(url, "gateway_upstream_pool_waits_total", outcome="timeout") == 2
+    assert _metric(url, "gateway_circuit_state") == 0  # our own limit does not trip the breaker
