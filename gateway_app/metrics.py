@@ -167,6 +167,7 @@ class GatewayCollector(Collector):
             )
         if g.router is not None:
             yield from self._routes(g)
+        yield from self._upstream_pools(g)
         if g.writer is not None:
             w = g.writer
             yield GaugeMetricFamily(
@@ -258,6 +259,37 @@ class GatewayCollector(Collector):
             attempts.add_metric([*values, "failure"], health.failures_total)
             latency.add_metric(values, health.latency.buckets(), health.latency.sum)
         yield from (state, enabled, attempts, latency)
+
+    def _upstream_pools(self, g: Gateway) -> Iterator[Metric]:
+        labels = ["provider"]
+        in_use = GaugeMetricFamily(
+            PREFIX + "upstream_connections_in_use", "Upstream connections taken or opening.", labels=labels
+        )
+        limit = GaugeMetricFamily(
+            PREFIX + "upstream_connections_max", "Upstream connection cap per origin.", labels=labels
+        )
+        waits = CounterMetricFamily(
+            PREFIX + "upstream_pool_waits",
+            "Requests that found every upstream connection busy, by outcome "
+            "(queued, timeout after pool_timeout_seconds, rejected with the wait queue full).",
+            labels=[*labels, "outcome"],
+        )
+        idle = CounterMetricFamily(
+            PREFIX + "upstream_idle_timeouts",
+            "Upstream responses cut after read_idle_timeout_seconds of silence.",
+            labels=labels,
+        )
+        for name, provider in g.providers.items():
+            stats = provider.pool_stats()
+            if stats is None:
+                continue
+            in_use.add_metric([name], stats.in_use)
+            limit.add_metric([name], g.settings.provider(name).max_connections)
+            waits.add_metric([name, "queued"], stats.waits)
+            waits.add_metric([name, "timeout"], stats.wait_timeouts)
+            waits.add_metric([name, "rejected"], stats.wait_rejections)
+            idle.add_metric([name], stats.idle_timeouts)
+        yield from (in_use, limit, waits, idle)
 
     def _host(self, g: Gateway) -> Iterator[Metric]:
         limit = _memory_limit()

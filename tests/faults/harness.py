@@ -172,7 +172,7 @@ class FaultUpstream:
 
     async def _complete(self, model: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         b = self.behaviour
-        if b.mode in ("ok", "slow"):
+        if b.mode in ("ok", "slow", "endless"):  # endless concerns streams
             await self._write(writer, _json_response(_completion(model, "fault upstream says hi")))
             return True
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
