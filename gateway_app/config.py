@@ -281,7 +281,8 @@ class RequestLoggingSettings(_Strict):
     # Unset: a file in the system temp directory named after the database and port; set it
     # to a persistent volume in production so a restart replays what the last process kept.
     spool_path: str | None = None
-    spool_max_bytes: int = Field(256 * 1024 * 1024, ge=4096)
+    # ~200 bytes a row: about 240,000 rows. Fits the Kubernetes pod's /tmp (a 64 Mi emptyDir).
+    spool_max_bytes: int = Field(48 * 1024 * 1024, ge=4096)
     purge: PurgeSettings = PurgeSettings()
 
 
