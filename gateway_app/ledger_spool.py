@@ -12,6 +12,7 @@ two replicas can never share one spool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -140,5 +141,8 @@ class LedgerSpool:
 
     def close(self) -> None:
         if self._fd >= 0:
+            if not self._size:  # nothing kept: leave no empty file behind (still locked: no race)
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
             os.close(self._fd)  # closing releases the flock
             self._fd = -1
