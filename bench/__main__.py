@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import orjson
 
-from bench import BenchError, gateway, wrk
+from bench import BenchError, concurrent_streams, gateway, wrk
 from bench.first_chunk import StreamClient, measure
 from bench.report import (
     CHAT_C1,
@@ -62,6 +62,12 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.03,
         help="upstream pause after the first chunk, s (default 0.03)",
+    )
+    parser.add_argument(
+        "--concurrent-streams", type=int, default=1000, help="streams open at once (default 1000; 0 skips)"
+    )
+    parser.add_argument(
+        "--concurrent-stream-seconds", type=float, default=2.0, help="length of each of them, s (default 2)"
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL request-log run")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the gateway and the load to CPUs")
@@ -152,10 +158,13 @@ def run(opts: argparse.Namespace, stack: contextlib.ExitStack) -> Results:
     stack.callback(nginx.stop, timeout=10)
     split = SplitStreamUpstream(workdir, opts.stream_pause)
     stack.callback(split.stop, timeout=10)
+    long_streams = SplitStreamUpstream(workdir, opts.concurrent_stream_seconds)
+    stack.callback(long_streams.stop, timeout=10)
     upstreams = {
         "bench-chat": nginx.url + "/v1",
         "bench-sse": nginx.url + "/sse/v1",
         "bench-split": split.url + "/v1",
+        "bench-long": long_streams.url + "/v1",
     }
     databases = Databases(workdir)
 
@@ -175,6 +184,17 @@ def run(opts: argparse.Namespace, stack: contextlib.ExitStack) -> Results:
         split_via_gateway = StreamClient(gw.url + "/v1", body("bench-split", True), key)
         sqlite_stack.callback(split_via_gateway.close)
         results.first_chunk = measure(split_direct, split_via_gateway, opts.stream_requests, warmup=10)
+        if opts.concurrent_streams:
+            print(f"  {opts.concurrent_streams} concurrent streams, each way", flush=True)
+            results.concurrent_streams = concurrent_streams.measure(
+                long_streams.port,
+                gw.port,
+                gw.proc.pid,
+                key,
+                body("bench-long", True),
+                opts.concurrent_streams,
+                opts.concurrent_stream_seconds,
+            )
 
     if not opts.no_postgres:
         try:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.concurrent_streams import ConcurrentStreamsResult
 from bench.first_chunk import FirstChunkResult
 from bench.gateway import GatewayCost
 from bench.wrk import WrkResult
@@ -22,6 +23,7 @@ class Results:
     wrk: dict[str, dict[str, WrkResult]] = field(default_factory=dict)
     gateway_costs: dict[str, dict[str, GatewayCost]] = field(default_factory=dict)
     first_chunk: FirstChunkResult | None = None
+    concurrent_streams: ConcurrentStreamsResult | None = None
 
     def value(self, target: str, scenario: str, attribute: str) -> float | None:
         for runs in (self.wrk, self.gateway_costs):
@@ -41,6 +43,10 @@ class Results:
             ("added p50 latency at 1 connection, ms", self.added_p50_c1_ms(GATEWAY), "<=", 0.6),
             ("first chunk out after it arrives, added p50 ms", fc and fc.added_relay_p50_ms, "<=", 1.0),
         ]
+        cs = self.concurrent_streams
+        if cs is not None:
+            label = f"{cs.streams} concurrent streams, first chunk p99 ms"
+            checks.append((label, cs.gateway_first_chunk_p99_ms, "<=", 600))
         return [
             {
                 "name": name,
@@ -61,6 +67,7 @@ class Results:
             "gateway_costs": plain(self.gateway_costs),
             "added_p50_c1_ms": {t: self.added_p50_c1_ms(t) for t in (GATEWAY, GATEWAY_PG) if t in self.wrk},
             "first_chunk": asdict(self.first_chunk) if self.first_chunk else None,
+            "concurrent_streams": asdict(self.concurrent_streams) if self.concurrent_streams else None,
             "targets": self.targets(),
         }
 
@@ -103,6 +110,18 @@ def table(results: Results) -> str:
             f" added by the gateway p50 {fc.added_relay_p50_ms:.3f} ms, p99 {fc.added_relay_p99_ms:.3f} ms",
             f"  added time to first chunk (request sent -> first chunk): "
             f"p50 {fc.added_ttfc_p50_ms:.3f} ms, p99 {fc.added_ttfc_p99_ms:.3f} ms",
+        ]
+    cs = results.concurrent_streams
+    if cs is not None:
+        lines += [
+            "",
+            f"{cs.streams} concurrent {cs.stream_seconds:g}-second streams (connect -> first chunk):",
+            f"  direct p50 {cs.direct_first_chunk_p50_ms:.1f} ms, p99 {cs.direct_first_chunk_p99_ms:.1f} ms;"
+            f" via gateway p50 {cs.gateway_first_chunk_p50_ms:.1f} ms,"
+            f" p99 {cs.gateway_first_chunk_p99_ms:.1f} ms",
+            f"  gateway: {cs.gateway_completed}/{cs.streams} completed,"
+            f" peak RSS {cs.gateway_peak_rss_mb:.0f} MB,"
+            f" CPU {cs.gateway_cpu_ms_per_stream:.2f} ms per stream",
         ]
     lines += ["", "targets:"]
     for check in results.targets():

@@ -62,7 +62,8 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pau
 
 
 async def _main(port: int, pause: float) -> None:
-    server = await asyncio.start_server(lambda r, w: _serve(r, w, pause), "127.0.0.1", port)
+    # A deep backlog: the concurrent-streams run connects a thousand clients at once.
+    server = await asyncio.start_server(lambda r, w: _serve(r, w, pause), "127.0.0.1", port, backlog=4096)
     async with server:
         await server.serve_forever()
 

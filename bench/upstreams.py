@@ -8,8 +8,12 @@ upstream, so what the gateway adds is what shows. The split-stream upstream
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench import BenchError
@@ -89,6 +93,18 @@ class SplitStreamUpstream(Process):
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
             [sys.executable, "-m", "bench.stream_upstream", "--port", str(self.port), "--pause", str(pause)],
-            workdir / "stream-upstream.log",
+            workdir / f"stream-upstream-{self.port}.log",
         )
-        wait_http(self.url + "/", timeout=10, proc=self.proc)
+        _wait_listening(self.port, self.proc)
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Until the port accepts connections (an HTTP probe would wait out the stream's pause)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"the stream upstream exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise BenchError(f"the stream upstream on port {port} did not listen within {timeout:g} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from gateway_app import __version__, migrations
@@ -14,6 +15,7 @@ from gateway_app.budgets import BudgetTracker
 from gateway_app.config import GatewaySettings
 from gateway_app.http import HTTPError, Receive, Scope, Send, send_error, send_json, send_response
 from gateway_app.keys import KeyCache
+from gateway_app.ledger_spool import LedgerSpool
 from gateway_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway_app.metrics import RequestMetrics, build_registry, render
 from gateway_app.provider_control import ProviderControl
@@ -21,10 +23,10 @@ from gateway_app.providers import Provider, build_provider
 from gateway_app.proxy import DataPlane
 from gateway_app.purge import PurgeScheduler
 from gateway_app.ratelimit import RateLimiter, build_rate_limiter
-from gateway_app.request_log import RequestLogWriter
+from gateway_app.request_log import RequestLogWriter, default_spool_path
 from gateway_app.resilience import OverridesSync
 from gateway_app.routing import Router
-from gateway_app.storage import Database, connect
+from gateway_app.storage import Database, bounded, connect
 from gateway_app.telemetry import Telemetry
 
 log = logging.getLogger("gateway.app")
@@ -52,6 +54,8 @@ class Gateway:
         self.limiter: RateLimiter | None = None
         self.telemetry: Telemetry | None = None
         self._provider_control: ProviderControl | None = None
+        self.database_reachable = True  # as the last readiness check found it (a metric)
+        self._stuck_check: asyncio.Task[Any] | None = None
 
     @property
     def database(self) -> Database:
@@ -91,7 +95,13 @@ class Gateway:
         await self.keys.start()
         self.budgets = BudgetTracker(self.db)
         await self.budgets.start()
-        self.writer = RequestLogWriter(self.db, s.request_logging, on_spend=self.budgets.record)
+        spool_path = s.request_logging.spool_path
+        spool = LedgerSpool(
+            Path(spool_path) if spool_path else default_spool_path(s.database.url.value, s.server.port),
+            s.request_logging.spool_max_bytes,
+        )
+        spool.open()  # before serving: a spool that cannot be opened or is taken refuses startup
+        self.writer = RequestLogWriter(self.db, s.request_logging, spool, on_spend=self.budgets.record)
         self.writer.usage_observer = self.metrics.observe_usage
         await self.writer.start()
         self.data_plane = DataPlane(
@@ -127,20 +137,39 @@ class Gateway:
         if self.db:
             await self.db.close()
 
-    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+    async def readiness(self) -> tuple[str, dict[str, Any]]:
+        """("ready" | "degraded" | "not_ready", details). Degraded still serves (HTTP 200).
+
+        The database is the log store and the control plane's source, not the data plane:
+        while it is unreachable (down, hung, full) replicas serve from memory (keys, routes,
+        budgets as last loaded) and spool ledger rows, so they stay in the load balancer.
+        A database this release cannot run on (schema, missing database) is not ready.
+        """
         details: dict[str, Any] = {"version": __version__}
         otel = self.telemetry.readiness() if self.telemetry else None
         if otel is not None:
             details["otel"] = otel  # a warning only: a missing collector never makes a replica unready
         if self.db is None:
-            return False, {**details, "database": "not connected"}
+            return "not_ready", {**details, "database": "not connected"}
+        if self.writer is not None and self.writer.spool.pending:
+            details["ledger_spool"] = f"{self.writer.spool.rows} ledger rows waiting for the database"
         try:
-            async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
-                status = await migrations.check(self.db)
+            if self._stuck_check is not None and not self._stuck_check.done():
+                raise TimeoutError("the previous check is still waiting on the database")
+            status = await bounded(migrations.check(self.db), _READY_TIMEOUT_SECONDS)
         except migrations.MigrationError as exc:
-            return False, {**details, "database": "ok", "schema": str(exc)}
+            return "not_ready", {**details, "database": "ok", "schema": str(exc)}
+        except self.db.outage_errors as exc:
+            if isinstance(exc, TimeoutError) and exc.args and isinstance(exc.args[0], asyncio.Task):
+                self._stuck_check = exc.args[0]  # one check at a time waits on a hung database
+            self.database_reachable = False
+            return "degraded", {
+                **details,
+                "database": f"unreachable ({exc.__class__.__name__}); serving from memory, ledger spooled",
+            }
         except Exception as exc:
-            return False, {**details, "database": f"unreachable ({exc.__class__.__name__})"}
+            return "not_ready", {**details, "database": f"unusable ({exc.__class__.__name__}: {exc})"}
+        self.database_reachable = True
         details.update(
             database="ok",
             schema_version=status.database_version,
@@ -150,7 +179,12 @@ class Gateway:
             details["schema"] = status.summary()
         # Ready on additive migrations of a newer release: during a rolling upgrade the
         # old replicas keep serving until they are replaced.
-        return status.is_current, details
+        if not status.is_current:
+            return "not_ready", details
+        if self.writer is not None and self.writer.degraded:
+            details["database"] = "answers reads, but ledger writes fail (disk full?): ledger spooled"
+            return "degraded", details
+        return "ready", details
 
 
 class GatewayApp:
@@ -212,8 +246,8 @@ class GatewayApp:
         await send_response(send, 200, render(self.gateway.metrics_registry), METRICS_CONTENT_TYPE)
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ready, details = await self.gateway.readiness()
-        await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "not_ready", **details})
+        status, details = await self.gateway.readiness()
+        await send_json(send, 503 if status == "not_ready" else 200, {"status": status, **details})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -12,9 +12,14 @@ writer) + ``REFRESH_SECONDS`` (our reload) + one query, i.e. about 2.5 s with
 the defaults; this replica's own spend within one flush interval. Budget
 changes made through the admin API or seed-config apply within
 ``REFRESH_SECONDS``. A request admitted while under the limit may finish over
-it (its cost is known only afterwards), so the overshoot is bounded by the
-requests in flight plus that staleness window; once the recorded spend reaches
-the limit, no further request reaches a provider. Errors lean towards
+it (its cost is known only afterwards). Admission therefore reserves an
+estimate of each request's cost (prompt bytes / 4 plus ``max_tokens``, or
+``DEFAULT_COMPLETION_TOKENS``, at the first route's price) and the reservation
+counts as spent until the writer settles it with the real cost: concurrent
+requests on one replica cannot overshoot by their number, only by how much the
+last admitted request exceeds its estimate (plus the cross-replica staleness
+window). Once spend plus reservations reach the limit, no further request
+reaches a provider. Errors lean towards
 over-counting: spend committed while a reload query runs can be counted twice
 until the next reload.
 
@@ -26,10 +31,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from gateway_app.background import Periodic
 from gateway_app.clock import now_ms
 from gateway_app.http import HTTPError
+from gateway_app.pricing import Price, cost_micros
 from gateway_app.storage import Database, Executor
 
 log = logging.getLogger("gateway.budgets")
@@ -94,10 +101,11 @@ class Budget:
     window_end: int
     spent_micros: int  # ledger snapshot + this replica's spend since the snapshot
 
-    def exceeded_error(self) -> HTTPError:
+    def exceeded_error(self, reserved_micros: int = 0) -> HTTPError:
+        in_flight = f" (+{dollars(reserved_micros)} reserved in flight)" if reserved_micros else ""
         return HTTPError(
             429,
-            f"service account '{self.account}' has spent {dollars(self.spent_micros)} of its "
+            f"service account '{self.account}' has spent {dollars(self.spent_micros)}{in_flight} of its "
             f"{self.window} budget of {dollars(self.limit_micros)} (window {iso_ms(self.window_start)} to "
             f"{iso_ms(self.window_end)}); requests resume when the window resets or an admin raises "
             "the budget",
@@ -112,6 +120,8 @@ class BudgetTracker:
         self._budgets: dict[int, Budget] = {}
         # Spend committed by this replica's writer, not yet in a ledger snapshot: (account, created_at, µ$).
         self._unsnapshotted: list[tuple[int, int, int]] = []
+        # Estimates of admitted requests whose ledger rows are not settled yet, per account.
+        self._reserved: dict[int, int] = {}
         # A failed refresh keeps enforcing the last snapshot; readiness reports the database.
         self._refresher = Periodic("budget-refresh", refresh_seconds, self.refresh)
 
@@ -122,19 +132,36 @@ class BudgetTracker:
     async def stop(self) -> None:
         await self._refresher.stop()
 
-    def check(self, service_account_id: int) -> None:
-        """Request path: raise 429 budget_exceeded when the account's window is spent. No I/O."""
-        budget = self._budgets.get(service_account_id)
-        if (
-            budget is not None
-            and budget.spent_micros >= budget.limit_micros
-            and now_ms() < budget.window_end  # a window that just rolled over is not held against it
-        ):
-            raise budget.exceeded_error()
+    def admit(self, service_account_id: int, estimate_micros: int) -> int:
+        """Request path: refuse (429) a spent window, else reserve ``estimate_micros``. No I/O.
 
-    def record(self, service_account_id: int | None, created_at: int, cost_micros: int) -> None:
-        """Called by the log writer once a ledger row is committed."""
-        if service_account_id is None or not cost_micros:
+        Reservations count as spent until the request's ledger row settles them, so N
+        concurrent requests see each other's estimates: the overshoot is one request's
+        cost beyond its estimate, not N requests'. Returns the amount reserved.
+        """
+        budget = self._budgets.get(service_account_id)
+        if budget is None:
+            return 0
+        reserved = self._reserved.get(service_account_id, 0)
+        if budget.spent_micros + reserved >= budget.limit_micros and now_ms() < budget.window_end:
+            # a window that just rolled over is not held against it
+            raise budget.exceeded_error(reserved)
+        self._reserved[service_account_id] = reserved + estimate_micros
+        return estimate_micros
+
+    def record(
+        self, service_account_id: int | None, created_at: int, cost_micros: int, reserved_micros: int = 0
+    ) -> None:
+        """Called by the log writer once per request: its ledger row committed or spooled."""
+        if service_account_id is None:
+            return
+        if reserved_micros:
+            left = self._reserved.get(service_account_id, 0) - reserved_micros
+            if left > 0:
+                self._reserved[service_account_id] = left
+            else:
+                self._reserved.pop(service_account_id, None)
+        if not cost_micros:
             return
         self._unsnapshotted.append((service_account_id, created_at, cost_micros))
         budget = self._budgets.get(service_account_id)
@@ -169,3 +196,17 @@ class BudgetTracker:
                 budget.spent_micros += cost
         self._unsnapshotted = later
         self._budgets = budgets
+
+
+DEFAULT_COMPLETION_TOKENS = 256  # the estimate when a request sets no max_tokens
+_BYTES_PER_TOKEN = 4
+
+
+def estimate_micros(price: Price | None, request_bytes: int, payload: dict[str, Any]) -> int:
+    """What admission reserves: the request's bytes as prompt tokens, its token cap as completion."""
+    if price is None:
+        return 0
+    cap = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    completion = cap if isinstance(cap, int) and cap > 0 else DEFAULT_COMPLETION_TOKENS
+    cost, _ = cost_micros(price, -(-request_bytes // _BYTES_PER_TOKEN), completion)
+    return cost

@@ -113,8 +113,17 @@ class ServerSettings(_Strict):
     port: int = Field(8080, ge=1, le=65535)
     # Seconds a stopping process waits for in-flight requests (streams included).
     shutdown_grace_seconds: float = Field(25.0, ge=0)
-    # Overall deadline of one API request across all its attempts.
+    # Overall deadline of one API request across all its attempts (streams: until the head).
     request_timeout_seconds: float = Field(120.0, gt=0)
+    # Longest a stream may run once started; silence within it is bounded per provider.
+    max_stream_seconds: float = Field(1800.0, gt=0)
+    # Client side: the request head must arrive within this, and fit these limits (431).
+    request_head_timeout_seconds: float = Field(10.0, gt=0)
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    max_headers: int = Field(100, ge=8)
+    keep_alive_timeout_seconds: float = Field(30.0, gt=0)
+    # Open client connections; beyond it new ones get a 503 and are closed.
+    max_connections: int = Field(8192, ge=1)
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     otel_endpoint: str | None = None
@@ -150,9 +159,17 @@ class ProviderSettings(_Strict):
     api_key: Secret | None = None
     # Names the bundled pricing catalog entry used to cost this provider's usage.
     pricing_provider_id: str | None = None
+    # Connect + response head (+ an error's body) of one attempt.
     timeout_seconds: float = Field(60.0, gt=0)
     connect_timeout_seconds: float = Field(5.0, gt=0)
-    max_connections: int = Field(256, ge=1)
+    # Longest silence between two pieces of a response body (a stalled upstream is cut after it).
+    read_idle_timeout_seconds: float = Field(60.0, gt=0)
+    # Largest non-stream response body; a bigger one is cut and answered 502.
+    max_response_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    # Upstream connections per origin: each running stream holds one, so thousands fit.
+    max_connections: int = Field(4096, ge=1)
+    # Longest wait for a free connection when all max_connections are busy.
+    pool_timeout_seconds: float = Field(10.0, gt=0)
     # gcp_vertex only
     project: str | None = None
     location: str | None = None
@@ -248,9 +265,24 @@ class PurgeSettings(_Strict):
 class RequestLoggingSettings(_Strict):
     mode: Literal["disabled", "summary_only", "redacted_payloads"] = "summary_only"
     max_payload_bytes: int = Field(16 * 1024, ge=0)
+    # Records held with their request-log detail; past either bound the detail is shed
+    # (counted) and only the ledger part is kept, up to ledger_queue_max more records.
     queue_max: int = Field(10_000, ge=1)
-    batch_size: int = Field(200, ge=1)
+    queue_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    ledger_queue_max: int = Field(50_000, ge=1)
+    # Records per transaction; unset: sized to the backend (see request_log.BATCH_SIZES).
+    batch_size: int | None = Field(None, ge=1)
     flush_interval_seconds: float = Field(0.5, gt=0)
+    # One write (or one replay step) waits at most this long on the database.
+    write_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # While ledger rows wait in the spool, replay is tried this often.
+    retry_seconds: float = Field(1.0, gt=0, le=60)
+    # Where ledger rows go while the database cannot take them (fsync'd, replayed in order).
+    # Unset: a file in the system temp directory named after the database and port; set it
+    # to a persistent volume in production so a restart replays what the last process kept.
+    spool_path: str | None = None
+    # ~200 bytes a row: about 240,000 rows. Fits the Kubernetes pod's /tmp (a 64 Mi emptyDir).
+    spool_max_bytes: int = Field(48 * 1024 * 1024, ge=4096)
     purge: PurgeSettings = PurgeSettings()
 
 

@@ -73,12 +73,25 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def body_too_large(limit: int) -> HTTPError:
+    # The server protocol (client_protocol.py) ends the connection: it never reads the rest.
+    return HTTPError(413, f"request body exceeds {limit} bytes", "request_too_large")
+
+
+def check_declared_length(scope: Scope, limit: int) -> None:
+    """Refuse a Content-Length over ``limit`` before reading any of the body."""
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise body_too_large(limit)
+
+
 async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, refused (413) as soon as it grows past ``limit``."""
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
-            raise HTTPError(413, f"request body exceeds {limit} bytes", "request_too_large")
+            raise body_too_large(limit)
         return body
     parts = [body]
     size = len(body)
@@ -87,7 +100,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise HTTPError(413, f"request body exceeds {limit} bytes", "request_too_large")
+            raise body_too_large(limit)
         parts.append(chunk)
     return b"".join(parts)
 

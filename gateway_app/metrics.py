@@ -167,6 +167,7 @@ class GatewayCollector(Collector):
             )
         if g.router is not None:
             yield from self._routes(g)
+        yield from self._upstream_pools(g)
         if g.writer is not None:
             w = g.writer
             yield GaugeMetricFamily(
@@ -177,7 +178,46 @@ class GatewayCollector(Collector):
             )
             yield CounterMetricFamily(PREFIX + "request_log_written", "Records written.", w.written)
             yield CounterMetricFamily(
-                PREFIX + "request_log_write_errors", "Records lost to database errors.", w.write_errors
+                PREFIX + "request_log_write_errors",
+                "Ledger rows lost: neither the database nor the spool took them.",
+                w.write_errors,
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "request_log_queue_bytes", "Bytes held by queued records.", w.queued_bytes
+            )
+            yield CounterMetricFamily(
+                PREFIX + "request_log_shed",
+                "Request-log details not stored because the database was unavailable (ledger kept).",
+                w.shed,
+            )
+            yield CounterMetricFamily(
+                PREFIX + "request_log_encode_errors",
+                "Request-log details that could not be encoded or stored, dropped one by one.",
+                w.encode_errors,
+            )
+            spool = w.spool
+            yield CounterMetricFamily(
+                PREFIX + "ledger_spooled", "Ledger rows written to the local spool.", w.spooled
+            )
+            yield CounterMetricFamily(
+                PREFIX + "ledger_replayed", "Spooled ledger rows replayed into the database.", w.replayed
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "ledger_spool_rows", "Ledger rows in the spool waiting for the database.", spool.rows
+            )
+            yield GaugeMetricFamily(PREFIX + "ledger_spool_bytes", "Size of the ledger spool.", spool.size)
+            yield GaugeMetricFamily(
+                PREFIX + "ledger_spool_max_bytes", "Capacity of the ledger spool.", spool.max_bytes
+            )
+            yield CounterMetricFamily(
+                PREFIX + "ledger_spool_full",
+                "Ledger rows the spool refused (full or failing disk); they stay queued in memory.",
+                spool.full_refusals,
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "database_reachable",
+                "1 if the last readiness check and ledger write reached the database, else 0.",
+                int(g.database_reachable and w.database_available),
             )
         if g.db is not None:
             stats = g.db.pool_stats()
@@ -219,6 +259,37 @@ class GatewayCollector(Collector):
             attempts.add_metric([*values, "failure"], health.failures_total)
             latency.add_metric(values, health.latency.buckets(), health.latency.sum)
         yield from (state, enabled, attempts, latency)
+
+    def _upstream_pools(self, g: Gateway) -> Iterator[Metric]:
+        labels = ["provider"]
+        in_use = GaugeMetricFamily(
+            PREFIX + "upstream_connections_in_use", "Upstream connections taken or opening.", labels=labels
+        )
+        limit = GaugeMetricFamily(
+            PREFIX + "upstream_connections_max", "Upstream connection cap per origin.", labels=labels
+        )
+        waits = CounterMetricFamily(
+            PREFIX + "upstream_pool_waits",
+            "Requests that found every upstream connection busy, by outcome "
+            "(queued, timeout after pool_timeout_seconds, rejected with the wait queue full).",
+            labels=[*labels, "outcome"],
+        )
+        idle = CounterMetricFamily(
+            PREFIX + "upstream_idle_timeouts",
+            "Upstream responses cut after read_idle_timeout_seconds of silence.",
+            labels=labels,
+        )
+        for name, provider in g.providers.items():
+            stats = provider.pool_stats()
+            if stats is None:
+                continue
+            in_use.add_metric([name], stats.in_use)
+            limit.add_metric([name], g.settings.provider(name).max_connections)
+            waits.add_metric([name, "queued"], stats.waits)
+            waits.add_metric([name, "timeout"], stats.wait_timeouts)
+            waits.add_metric([name, "rejected"], stats.wait_rejections)
+            idle.add_metric([name], stats.idle_timeouts)
+        yield from (in_use, limit, waits, idle)
 
     def _host(self, g: Gateway) -> Iterator[Metric]:
         limit = _memory_limit()

@@ -4,6 +4,12 @@ Per request: authenticate from the in-memory key cache, resolve the model,
 try its routes in order until one answers, relay the answer (streams chunk by
 chunk, never buffered), and hand a record to the background log writer.
 Nothing on this path touches the database.
+
+Every wait is bounded: the request deadline covers auth through the last byte of a
+non-stream answer, ``max_stream_seconds`` a running stream, the provider's idle timeout
+any silence of the upstream, and a client that goes away cancels the request (its
+upstream connection is closed). Whatever fails, the client gets an OpenAI-shaped error
+with the request id and the request log records the status the client got.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from gateway_app.budgets import BudgetTracker
+from gateway_app.budgets import BudgetTracker, estimate_micros
+from gateway_app.client_protocol import DISCONNECT_EXTENSION, DisconnectWatch
 from gateway_app.clock import now_ms
 from gateway_app.config import GatewaySettings
 from gateway_app.http import (
@@ -26,6 +33,7 @@ from gateway_app.http import (
     Scope,
     Send,
     bearer_token,
+    check_declared_length,
     header,
     invalid_api_key,
     invalid_request,
@@ -39,16 +47,19 @@ from gateway_app.http import (
 from gateway_app.keys import KeyCache, KeyIdentity
 from gateway_app.metrics import RequestMetrics
 from gateway_app.providers import UpstreamCall, UpstreamError
+from gateway_app.providers.http1 import DeadlineError, HTTP1Error, IdleTimeoutError
 from gateway_app.ratelimit import RateLimiter
 from gateway_app.request_log import Attempt, RequestLogWriter, RequestRecord, caller_tags
 from gateway_app.routing import ModelEntry, Route, Router
+from gateway_app.stream_usage import StreamRelay, ask_for_usage
 from gateway_app.telemetry import RequestTracer
 
 log = logging.getLogger("gateway.proxy")
 access_log = logging.getLogger("gateway.access")
 
 _SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-_STREAM_TAIL_CHUNKS = 3  # enough to hold the final usage chunk for the ledger
+# An unknown key id is looked up in the database; a hung database must not hang the request.
+_KEY_LOOKUP_TIMEOUT_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -57,6 +68,8 @@ class RequestContext:
     started: float
     record: RequestRecord
     identity: KeyIdentity | None = None
+    deadline: float = 0.0  # loop time by which a non-stream answer must be complete
+    responded: bool = False  # the response head has gone out
 
 
 def _request_id(scope: Scope) -> str:
@@ -88,6 +101,7 @@ class DataPlane:
         self._router = router
         self._writer = writer
         self._deadline = settings.server.request_timeout_seconds
+        self._max_stream_seconds = settings.server.max_stream_seconds
         self._max_attempts = settings.resilience.max_attempts
         self._backoff = settings.resilience.backoff_seconds
         self._max_body = settings.server.max_body_bytes
@@ -105,6 +119,10 @@ class DataPlane:
             ),
         )
         id_header = [(b"x-request-id", request_id.encode())]
+        extensions = scope.get("extensions")
+        watch: DisconnectWatch | None = extensions.get(DISCONNECT_EXTENSION) if extensions else None
+        if watch is not None:
+            watch.arm(asyncio.current_task())
         self._metrics.in_flight += 1
         try:
             ctx.identity = await self._authenticate(scope)
@@ -119,10 +137,40 @@ class DataPlane:
         except HTTPError as error:
             ctx.record.status_code = error.status
             ctx.record.error_code = error.code
-            await send_error(send, error, id_header)
+            if not ctx.responded:
+                await send_error(send, error, id_header)
+        except asyncio.CancelledError:
+            if watch is None or not watch.gone:
+                raise
+            # The client went away: its upstream call has been cancelled (and its connection closed).
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            ctx.record.status_code = 499
+            ctx.record.error_code = "client_disconnected"
+        except Exception:
+            log.exception("request %s failed unexpectedly", request_id)
+            ctx.record.status_code = 500
+            ctx.record.error_code = "internal_error"
+            await self._answer_internal_error(ctx, send, id_header)
         finally:
+            if watch is not None:
+                watch.arm(None)
             self._metrics.in_flight -= 1
             self._finish(ctx)
+
+    @staticmethod
+    async def _answer_internal_error(
+        ctx: RequestContext, send: Send, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        try:
+            if ctx.responded:  # mid-stream: end it; the client sees a stream without [DONE]
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                message = (
+                    f"internal error in the gateway; quote request id {ctx.request_id} when reporting it"
+                )
+                await send_error(send, HTTPError(500, message, "internal_error", "api_error"), headers)
+        except Exception:  # the connection itself is broken: nothing more to tell the client
+            log.debug("could not answer request %s", ctx.request_id, exc_info=True)
 
     def _finish(self, ctx: RequestContext) -> None:
         record = ctx.record
@@ -150,7 +198,18 @@ class DataPlane:
 
     async def _authenticate(self, scope: Scope) -> KeyIdentity:
         token = bearer_token(scope)
-        identity = await self._keys.authenticate(token) if token else None
+        try:
+            # Free on a cache hit; the storage backends never wait on a cut-short call's cleanup.
+            async with asyncio.timeout(_KEY_LOOKUP_TIMEOUT_SECONDS):
+                identity = await self._keys.authenticate(token) if token else None
+        except Exception as exc:  # only an id missing from the cache reaches the database
+            raise HTTPError(
+                503,
+                f"this API key is not in the gateway's cache and the key store did not answer "
+                f"({exc.__class__.__name__}); retry shortly",
+                "key_store_unavailable",
+                "api_error",
+            ) from None
         if identity is None:
             raise invalid_api_key()
         return identity
@@ -199,6 +258,7 @@ class DataPlane:
     ) -> None:
         assert ctx.identity is not None
         record = ctx.record
+        check_declared_length(scope, self._max_body)
         body = await read_body(receive, self._max_body)
         payload = parse_json_object(body)
         entry = self._resolve(operation, payload, ctx.identity)
@@ -208,26 +268,55 @@ class DataPlane:
             record.request_body = body
         stream = operation == "chat" and payload.get("stream") is True
         record.stream = stream
-        if self._budgets is not None:
-            self._budgets.check(ctx.identity.service_account_id)  # in memory; before any provider call
+        record.request_bytes = len(body)
+        client_wants_usage = ask_for_usage(payload) if stream else True
+        if self._writer.saturated:  # a request whose cost could not be recorded is not served
+            raise HTTPError(
+                503,
+                "the gateway's usage ledger is behind its database; retry shortly",
+                "ledger_backlog",
+                "api_error",
+            )
+        if self._budgets is not None:  # in memory; before any provider call
+            estimate = estimate_micros(entry.routes[0].price, len(body), payload)
+            record.reserved_micros = self._budgets.admit(ctx.identity.service_account_id, estimate)
 
         route, call = await self._open_with_fallback(operation, entry, payload, ctx)
         record.provider = route.provider_name
         record.upstream_model = route.upstream_model
         record.price = route.price
-        record.status_code = call.status
         if not stream:
-            response = await call.read()
+            response = await self._read_whole(call, route, ctx)
             record.response_body = response
+            record.relayed_bytes = len(response)
+            record.status_code = call.status
             await send_response(send, call.status, response, call.content_type.encode(), headers)
+            ctx.responded = True
             return
-        await self._relay_stream(call, ctx, send, headers)
+        record.status_code = call.status
+        await self._relay_stream(call, ctx, send, headers, StreamRelay(hide_usage=not client_wants_usage))
+
+    @staticmethod
+    async def _read_whole(call: UpstreamCall, route: Route, ctx: RequestContext) -> bytes:
+        """The upstream's non-stream body, within the request deadline and the provider's byte cap."""
+        provider = route.provider_name
+        try:
+            return await call.read(ctx.deadline)
+        except DeadlineError:
+            reason = "did not finish its response before the request deadline"
+            raise HTTPError(504, f"provider {provider} {reason}", "upstream_timeout", "api_error") from None
+        except IdleTimeoutError as exc:
+            message = f"provider {provider} stalled mid-response ({exc.reason})"
+            raise HTTPError(504, message, "upstream_timeout", "api_error") from None
+        except HTTP1Error as exc:
+            message = f"provider {provider} failed mid-response ({exc.reason})"
+            raise HTTPError(502, message, "upstream_error", "api_error") from None
 
     async def _open_with_fallback(
         self, operation: str, entry: ModelEntry, payload: dict[str, Any], ctx: RequestContext
     ) -> tuple[Route, UpstreamCall]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._deadline
+        deadline = ctx.deadline = loop.time() + self._deadline
         plan = self._router.plan(entry)
         if not plan:
             raise HTTPError(
@@ -252,10 +341,12 @@ class DataPlane:
             except UpstreamError as exc:
                 elapsed = time.perf_counter() - started
                 # A refused request (400) says the upstream is up: only retryable failures trip the breaker.
-                if exc.retryable:
-                    route.health.failed(elapsed, str(exc))
-                else:
-                    route.health.succeeded(elapsed)
+                # A full connection pool is this gateway's limit, not the upstream's failure.
+                if exc.kind != "busy":
+                    if exc.retryable:
+                        route.health.failed(elapsed, str(exc))
+                    else:
+                        route.health.succeeded(elapsed)
                 ctx.record.attempts.append(
                     Attempt(
                         route.provider_name, route.upstream_model, exc.status, str(exc), int(elapsed * 1000)
@@ -281,7 +372,12 @@ class DataPlane:
         raise _client_error(entry.name, last_error)
 
     async def _relay_stream(
-        self, call: UpstreamCall, ctx: RequestContext, send: Send, headers: list[tuple[bytes, bytes]]
+        self,
+        call: UpstreamCall,
+        ctx: RequestContext,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        relay: StreamRelay,
     ) -> None:
         await send(
             {
@@ -290,22 +386,28 @@ class DataPlane:
                 "headers": [(b"content-type", call.content_type.encode()), *_SSE_HEADERS, *headers],
             }
         )
-        tail: list[bytes] = []
+        ctx.responded = True
         first = True
         try:
-            async for chunk in call.chunks():
-                if first:
-                    ctx.record.ttft_ms = int((time.perf_counter() - ctx.started) * 1000)
-                    first = False
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                tail.append(chunk)
-                if len(tail) > _STREAM_TAIL_CHUNKS:
-                    del tail[0]
+            async with asyncio.timeout(self._max_stream_seconds):
+                async for chunk in call.chunks():
+                    if first:
+                        ctx.record.ttft_ms = int((time.perf_counter() - ctx.started) * 1000)
+                        first = False
+                    if out := relay.feed(chunk):
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+        except TimeoutError:
+            ctx.record.error_code = "stream_deadline"
+            log.warning("stream %s cut after max_stream_seconds", ctx.request_id)
         except Exception as exc:  # upstream broke mid-stream: the status is sent, so end the stream
             ctx.record.error_code = "stream_interrupted"
             log.warning("stream %s interrupted: %s", ctx.request_id, exc.__class__.__name__)
-        ctx.record.response_body = b"".join(tail)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:  # a cut stream (client gone, shutdown) still gets a ledger row, estimated if need be
+            call.release()
+            ctx.record.response_body = relay.usage_event
+            ctx.record.relayed_bytes = relay.relayed_bytes
+            ctx.record.relayed_events = relay.events
+        await send({"type": "http.response.body", "body": relay.rest(), "more_body": False})
 
 
 def _client_error(model: str, error: UpstreamError | None) -> HTTPError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 
 import uvicorn
@@ -11,6 +12,7 @@ import uvicorn
 from gateway_app import __version__, migrations
 from gateway_app.admin_users import bootstrap_admin
 from gateway_app.app import GatewayApp
+from gateway_app.client_protocol import protocol_factory
 from gateway_app.config import GatewaySettings
 from gateway_app.storage import connect
 
@@ -44,21 +46,36 @@ async def preflight(settings: GatewaySettings, config_path: str) -> None:
         await db.close()
 
 
+def raise_open_files_limit(settings: GatewaySettings) -> None:
+    """Lift the soft descriptor limit so that max_connections clients and their upstreams fit."""
+    needed = settings.server.max_connections + sum(p.max_connections for p in settings.providers) + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning(
+                "open-files limit below what the connection caps need",
+                extra={"limit": target, "needed": needed},
+            )
+
+
 def serve(settings: GatewaySettings, config_path: str) -> int:
     asyncio.run(preflight(settings, config_path))
+    raise_open_files_limit(settings)
     server = uvicorn.Server(
         uvicorn.Config(
             GatewayApp(settings),
             host=settings.server.host,
             port=settings.server.port,
             loop="uvloop",
-            http="httptools",
+            http=protocol_factory(settings.server),
             lifespan="on",
             access_log=False,
             log_config=None,
             server_header=False,
             timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
-            timeout_keep_alive=30,
+            timeout_keep_alive=settings.server.keep_alive_timeout_seconds,  # type: ignore[arg-type]
             # Without trusted proxies, skip the per-request X-Forwarded-For middleware.
             proxy_headers=bool(settings.server.trusted_proxies),
             forwarded_allow_ips=settings.server.trusted_proxies,

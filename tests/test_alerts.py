@@ -39,6 +39,7 @@ def test_the_runbook_alert_matrix_is_covered() -> None:
         "GatewayHighErrorRate",
         "GatewayProviderDown",
         "GatewayDatabasePoolExhausted",
+        "GatewayUpstreamPoolExhausted",
         "GatewayHighLatency",
         "GatewayMemoryHigh",
         "GatewayDiskHigh",

@@ -45,17 +45,39 @@ def test_queued_logs_are_flushed_on_sigterm(db_url, launcher) -> None:
     assert sql.count(db_url, "request_log_payloads") == 0  # summary_only keeps no bodies
 
 
-def test_disabled_mode_keeps_the_ledger_and_overflow_is_counted(db_url, launcher) -> None:
+def test_disabled_mode_keeps_the_ledger_and_overflow_sheds_detail_not_ledger(db_url, launcher) -> None:
     config = base_config(db_url)
     config["request_logging"] = {"mode": "disabled", "queue_max": 5, **_HOLD}
     gateway = launcher.gateway(config)
     _send(gateway.url, 8)
     queue = AdminClient(gateway.url).get("/request-logs/queue").json()
-    assert queue == {"depth": 5, "dropped": 3, "written": 0, "write_errors": 0}
+    # Past queue_max the detail is shed (counted); the ledger part stays queued.
+    assert queue == {"depth": 8, "dropped": 3, "written": 0, "write_errors": 0}
     _stop(gateway)
-    assert sql.count(db_url, "usage_cost_events") == 5
+    assert sql.count(db_url, "usage_cost_events") == 8
     assert sql.fetch(db_url, "SELECT DISTINCT pricing_status FROM usage_cost_events") == [
         {"pricing_status": "priced"}
     ]
     for table in ("request_logs", "request_log_tags", "request_log_attempts", "request_log_payloads"):
         assert sql.count(db_url, table) == 0, table
+
+
+def test_a_full_queue_sheds_detail_then_refuses_requests_rather_than_lose_ledger_rows(
+    db_url, launcher
+) -> None:
+    config = base_config(db_url)
+    config["request_logging"] = {"mode": "summary_only", "queue_max": 4, "ledger_queue_max": 3, **_HOLD}
+    gateway = launcher.gateway(config)
+    _send(gateway.url, 7)
+    # 4 with detail, 3 ledger-only (detail shed): the ledger headroom is used up, so the next
+    # request is refused before it reaches a provider (nothing served goes unaccounted).
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {SEED_KEY}"}) as client:
+        refused = client.post(
+            "/v1/chat/completions", json={"model": "echo-1", "messages": [{"role": "user", "content": "x"}]}
+        )
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "ledger_backlog"
+    queue = AdminClient(gateway.url).get("/request-logs/queue").json()
+    assert queue == {"depth": 7, "dropped": 4, "written": 0, "write_errors": 0}  # the refusal's detail shed
+    _stop(gateway)
+    assert sql.count(db_url, "request_logs") == 4
+    assert sql.count(db_url, "usage_cost_events") == 7

@@ -7,6 +7,7 @@ returns is derived from the request, so tests can predict it exactly.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -38,7 +39,7 @@ class _EchoCall:
         if stream_parts is not None:
             self.content_type = "text/event-stream"
 
-    async def read(self) -> bytes:
+    async def read(self, deadline: float = math.inf) -> bytes:
         return self._body
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -118,6 +119,9 @@ class EchoProvider:
             "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+    def pool_stats(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

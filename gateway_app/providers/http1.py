@@ -4,16 +4,23 @@ Built on ``asyncio.Protocol`` and httptools' response parser because the general
 client it replaces cost several times the CPU per upstream call. It does only what the
 gateway needs: send one request with a body, read the head, then hand the body over as it
 arrives. Connections are pooled per origin (scheme, host, port), reused last-in first-out,
-and capped; callers beyond the cap wait in a bounded queue.
+and capped; callers beyond the cap wait in a bounded queue, for a bounded time.
+
+Every wait has a bound: connecting (``connect_timeout``), a free connection
+(``pool_timeout``), silence between two pieces of a response body (``idle_timeout``,
+checked by one sweep per pool rather than a timer per read), and the size of a body read
+whole (``max_body_bytes``). The caller bounds the response head and the whole exchange.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -37,6 +44,22 @@ class ConnectError(HTTP1Error):
     """No connection could be opened (refused, unresolvable, TLS failure, pool full or closed)."""
 
 
+class PoolBusyError(ConnectError):
+    """Every connection of the pool stayed busy for the whole wait (or too many callers wait)."""
+
+
+class IdleTimeoutError(HTTP1Error):
+    """The server sent nothing for ``idle_timeout`` seconds in the middle of a response body."""
+
+
+class DeadlineError(HTTP1Error):
+    """The body read whole was not complete by the caller's deadline."""
+
+
+class BodyTooLargeError(HTTP1Error):
+    """A body read whole grew past ``max_body_bytes``; the connection is closed, not drained."""
+
+
 class ConnectionLostError(HTTP1Error):
     """The server closed the connection or broke the protocol before the response was complete."""
 
@@ -45,6 +68,30 @@ class ConnectionLostError(HTTP1Error):
         # Whether any byte of the response arrived: if none did on a reused connection,
         # the server dropped it while idle and never saw the request.
         self.answered = answered
+
+
+class Limits(NamedTuple):
+    max_connections: int  # per origin
+    connect_timeout: float
+    pool_timeout: float  # longest wait for a free connection of a full pool
+    idle_timeout: float  # longest silence in the middle of a response body
+    max_body_bytes: int  # largest body read whole (streamed bodies are bounded in time instead)
+
+
+@dataclass(slots=True)
+class PoolStats:
+    waits: int = 0  # callers that found every connection busy and queued
+    wait_timeouts: int = 0  # ... and gave up after pool_timeout
+    wait_rejections: int = 0  # ... or were refused at once (MAX_WAITERS already queued)
+    idle_timeouts: int = 0  # responses failed by the idle sweep
+    in_use: int = 0  # connections taken or being opened (totals only)
+
+    def add(self, other: PoolStats, in_use: int) -> None:
+        self.waits += other.waits
+        self.wait_timeouts += other.wait_timeouts
+        self.wait_rejections += other.wait_rejections
+        self.idle_timeouts += other.idle_timeouts
+        self.in_use += in_use
 
 
 class Origin(NamedTuple):
@@ -113,6 +160,8 @@ class Response:
         "_size",
         "_waiter",
         "content_type",
+        "deadline",
+        "last_io",
         "parser",
         "received",
         "status",
@@ -125,6 +174,8 @@ class Response:
         self.status = 0
         self.content_type = "application/json"
         self.received = False
+        self.last_io = 0.0  # loop time of the last bytes from the server (set by the connection)
+        self.deadline = math.inf  # loop time by which read() must be complete (enforced by the sweep)
         self._chunks: list[bytes] = []
         self._size = 0
         self._paused = False
@@ -212,6 +263,7 @@ class Response:
         self._size = 0
         if self._paused:
             self._paused = False
+            self._conn.last_resume = self._conn.loop.time()
             self._conn.transport.resume_reading()
         return data
 
@@ -222,13 +274,22 @@ class Response:
         finally:
             self._waiter = None
 
-    async def read(self) -> bytes:
+    async def read(self, deadline: float = math.inf) -> bytes:
+        """The whole body; ``BodyTooLargeError`` as soon as it grows past the pool's ``max_body_bytes``,
+        ``DeadlineError`` if it is not complete by ``deadline`` (loop time; checked by the pool's
+        sweep, so without a timer per call: the common small body is complete on arrival)."""
+        self.deadline = deadline
+        max_bytes = self._conn.pool.max_body_bytes
         parts: list[bytes] = []
+        size = 0
         try:
             while True:
                 data = self._take()
                 if data is not None:
                     parts.append(data)
+                    size += len(data)
+                    if size > max_bytes:
+                        raise BodyTooLargeError(f"response body larger than {max_bytes} bytes")
                 if self._complete:
                     return parts[0] if len(parts) == 1 else b"".join(parts)
                 if self._error is not None:
@@ -268,7 +329,17 @@ class Response:
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("closed", "counted", "exchanges", "idle", "loop", "pool", "response", "transport")
+    __slots__ = (
+        "closed",
+        "counted",
+        "exchanges",
+        "idle",
+        "last_resume",
+        "loop",
+        "pool",
+        "response",
+        "transport",
+    )
 
     def __init__(self, pool: _Pool):
         self.pool = pool
@@ -279,6 +350,7 @@ class _Connection(asyncio.Protocol):
         self.idle = False
         self.closed = False
         self.counted = True  # holds one of the pool's connection slots
+        self.last_resume = 0.0  # loop time reading last resumed after backpressure
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -289,6 +361,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
             return
         response.received = True
+        response.last_io = self.loop.time()
         try:
             response.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserError as exc:
@@ -316,23 +389,46 @@ class _Connection(asyncio.Protocol):
 
 
 class _Pool:
-    def __init__(
-        self,
-        origin: Origin,
-        max_connections: int,
-        connect_timeout: float,
-        ssl_context: ssl.SSLContext | None,
-    ):
+    def __init__(self, origin: Origin, limits: Limits, ssl_context: ssl.SSLContext | None):
         self.loop = asyncio.get_running_loop()
         self._origin = origin
-        self._max = max_connections
-        self._connect_timeout = connect_timeout
+        self._max = limits.max_connections
+        self._connect_timeout = limits.connect_timeout
+        self._pool_timeout = limits.pool_timeout
+        self._idle_timeout = limits.idle_timeout
+        self.max_body_bytes = limits.max_body_bytes
         self._ssl = ssl_context
+        self.stats = PoolStats()
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
         self._open = 0  # slots taken: connections open or being opened
         self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self._closed = False
+        self._sweep_interval = min(1.0, self._idle_timeout / 4)
+        self._sweeper = self.loop.call_later(self._sweep_interval, self._sweep)
+
+    @property
+    def in_use(self) -> int:
+        return self._open - len(self._idle)
+
+    def _sweep(self) -> None:
+        """Fail (and close) every exchange past its read deadline, or whose server has been
+        silent mid-body for ``idle_timeout``."""
+        now = self.loop.time()
+        silent_since = now - self._idle_timeout
+        for conn in list(self._all):
+            response = conn.response
+            if response is None or not response.status or response._complete:
+                continue
+            if response.deadline < now:
+                response.fail(DeadlineError("response not complete by the request deadline"))
+            elif not response._paused and max(response.last_io, conn.last_resume) < silent_since:
+                self.stats.idle_timeouts += 1
+                response.fail(IdleTimeoutError(f"no response data for {self._idle_timeout:g} s"))
+            else:
+                continue
+            conn.transport.close()
+        self._sweeper = self.loop.call_later(self._sweep_interval, self._sweep)
 
     async def acquire(self, reuse: bool) -> _Connection:
         while True:
@@ -354,8 +450,21 @@ class _Pool:
                 return handed
 
     async def _wait_turn(self) -> _Connection | None:
+        stats = self.stats
         if len(self._waiters) >= MAX_WAITERS:
-            raise ConnectError(f"all {self._max} connections busy and {MAX_WAITERS} requests waiting")
+            stats.wait_rejections += 1
+            raise PoolBusyError(f"all {self._max} connections busy and {MAX_WAITERS} requests waiting")
+        stats.waits += 1
+        try:
+            async with asyncio.timeout(self._pool_timeout):
+                return await self._take_turn()
+        except TimeoutError:
+            stats.wait_timeouts += 1
+            raise PoolBusyError(
+                f"all {self._max} connections busy for {self._pool_timeout:g} s (pool_timeout_seconds)"
+            ) from None
+
+    async def _take_turn(self) -> _Connection | None:
         turn: asyncio.Future[_Connection | None] = self.loop.create_future()
         self._waiters.append(turn)
         try:
@@ -442,6 +551,7 @@ class _Pool:
 
     def close(self) -> None:
         self._closed = True
+        self._sweeper.cancel()
         for turn in self._waiters:
             if not turn.done():
                 turn.set_exception(ConnectError("client closed"))
@@ -464,11 +574,8 @@ def _default_ssl_context() -> ssl.SSLContext:
 class HTTP1Client:
     """Pools per origin. ``ssl_context`` replaces the system-CA default (tests pass their own CA)."""
 
-    def __init__(
-        self, *, max_connections: int, connect_timeout: float, ssl_context: ssl.SSLContext | None = None
-    ):
-        self._max_connections = max_connections
-        self._connect_timeout = connect_timeout
+    def __init__(self, limits: Limits, ssl_context: ssl.SSLContext | None = None):
+        self._limits = limits
         self._ssl_context = ssl_context
         self._pools: dict[Origin, _Pool] = {}
         self._closed = False
@@ -484,9 +591,7 @@ class HTTP1Client:
         if pool is None:
             if self._closed:
                 raise ConnectError("client closed")
-            pool = self._pools[origin] = _Pool(
-                origin, self._max_connections, self._connect_timeout, self._ssl_context
-            )
+            pool = self._pools[origin] = _Pool(origin, self._limits, self._ssl_context)
         conn = await pool.acquire(reuse=True)
         try:
             return await conn.send(data)
@@ -495,6 +600,13 @@ class HTTP1Client:
                 raise
         conn = await pool.acquire(reuse=False)
         return await conn.send(data)
+
+    def stats(self) -> PoolStats:
+        """Totals over this client's pools (one per origin)."""
+        total = PoolStats()
+        for pool in self._pools.values():
+            total.add(pool.stats, pool.in_use)
+        return total
 
     async def close(self) -> None:
         self._closed = True
@@ -510,10 +622,18 @@ async def post(
     content_type: str,
     timeout: float,
     ssl_context: ssl.SSLContext | None = None,
+    max_body_bytes: int = 1 << 20,
 ) -> tuple[int, bytes]:
     """One POST on its own connection (rare calls, such as an OAuth token exchange)."""
     target = parse_url(url)
-    client = HTTP1Client(max_connections=1, connect_timeout=timeout, ssl_context=ssl_context)
+    limits = Limits(
+        max_connections=1,
+        connect_timeout=timeout,
+        pool_timeout=timeout,
+        idle_timeout=timeout,
+        max_body_bytes=max_body_bytes,
+    )
+    client = HTTP1Client(limits, ssl_context=ssl_context)
     try:
         async with asyncio.timeout(timeout):
             head = request_head(target.path, target.host_header, [("Content-Type", content_type)])

@@ -11,6 +11,9 @@ from gateway_app.providers.base import UpstreamError
 from gateway_app.providers.http1 import (
     HTTP1Client,
     HTTP1Error,
+    Limits,
+    PoolBusyError,
+    PoolStats,
     Response,
     parse_url,
     request_head,
@@ -44,11 +47,14 @@ class OpenAICompatProvider:
         except ValueError as exc:
             raise ValueError(f"provider {self.name}: base_url or api_key unusable: {exc}") from None
         self._origin = target.origin
-        self._client = HTTP1Client(
+        limits = Limits(
             max_connections=settings.max_connections,
             connect_timeout=settings.connect_timeout_seconds,
-            ssl_context=ssl_context,
+            pool_timeout=settings.pool_timeout_seconds,
+            idle_timeout=settings.read_idle_timeout_seconds,
+            max_body_bytes=settings.max_response_bytes,
         )
+        self._client = HTTP1Client(limits, ssl_context=ssl_context)
 
     async def open(self, operation: str, body: bytes, timeout: float) -> Response:
         head = self._heads[operation]
@@ -65,6 +71,8 @@ class OpenAICompatProvider:
             raise UpstreamError(
                 self.name, "timeout", f"provider {self.name} did not answer in time"
             ) from None
+        except PoolBusyError as exc:
+            raise UpstreamError(self.name, "busy", f"provider {self.name}: {exc.reason}") from None
         except HTTP1Error as exc:
             raise UpstreamError(
                 self.name, "connect", f"provider {self.name} unreachable ({exc.reason})"
@@ -77,6 +85,9 @@ class OpenAICompatProvider:
             response.status,
             error_body,
         )
+
+    def pool_stats(self) -> PoolStats:
+        return self._client.stats()
 
     async def close(self) -> None:
         await self._client.close()

@@ -7,11 +7,46 @@ between the two (DDL, locking) lives in the migrations and in each backend.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from gateway_app.storage.base import Database, DatabaseUnavailable, Executor, Row, Transaction
 
-__all__ = ["Database", "DatabaseUnavailable", "Executor", "Row", "Transaction", "connect", "describe_url"]
+__all__ = [
+    "Database",
+    "DatabaseUnavailable",
+    "Executor",
+    "Row",
+    "Transaction",
+    "bounded",
+    "connect",
+    "describe_url",
+]
+
+T = TypeVar("T")
+
+
+async def bounded(call: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``call``'s result within ``seconds``, else TimeoutError -- without waiting for its cleanup.
+
+    ``asyncio.timeout`` cancels a call and then waits for it to unwind; on a hung database
+    (SIGSTOP) that unwinding (rollback, connection reset) waits forever too. Here the call
+    runs as a task that is cancelled and left behind; callers that retry keep the returned
+    task in ``TimeoutError.args[0]`` and do not start another call while it is still stuck.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception not retrieved"
+    raise TimeoutError(task)
 
 
 def describe_url(url: str) -> str:

@@ -42,6 +42,9 @@ class Transaction(Executor, Protocol):
 class Database(Executor, Protocol):
     backend: str  # "sqlite" or "postgres"
     url: str
+    # Errors that mean "the database cannot take writes right now" (down, hung, disk full),
+    # as opposed to a statement or a value it refuses: the ledger spools on these.
+    outage_errors: tuple[type[BaseException], ...]
 
     def transaction(self, exclusive: bool = False) -> AbstractAsyncContextManager[Transaction]:
         """A transaction. ``exclusive`` serialises it against every other exclusive

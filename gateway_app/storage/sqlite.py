@@ -17,6 +17,10 @@ import aiosqlite
 from gateway_app.storage.base import DatabaseUnavailable, Row
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+# "INSERT ... VALUES ($1, ..., $n) [tail]": batched as one multi-row statement.
+_INSERT_VALUES = re.compile(r"^(INSERT\s.+?\sVALUES\s*)\((\$\d+(?:\s*,\s*\$\d+)*)\)(.*)$", re.DOTALL)
+# SQLite's default SQLITE_MAX_VARIABLE_NUMBER (3.32+) is 32766.
+_MAX_VARIABLES = 32_000
 
 
 @lru_cache(maxsize=1024)
@@ -50,7 +54,27 @@ class _Conn:
         return count
 
     async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        await self.raw.executemany(_to_sqlite(sql), rows)
+        match = _INSERT_VALUES.match(sql)
+        if match is None or not rows or _PLACEHOLDER.search(match.group(3)):
+            await self.raw.executemany(_to_sqlite(sql), rows)
+            return
+        head, placeholders, tail = match.groups()
+        width = len(placeholders.split(","))
+        if [int(n) for n in _PLACEHOLDER.findall(placeholders)] != list(range(1, width + 1)):
+            await self.raw.executemany(_to_sqlite(sql), rows)
+            return
+        await self._insert_rows(head, width, tail, rows)
+
+    async def _insert_rows(self, head: str, width: int, tail: str, rows: list[tuple[Any, ...]]) -> None:
+        """Rows as multi-row INSERT statements: sqlite3's executemany binds row by row, taking
+        the GIL back for each one; a busy event loop then starves the writer (a GIL convoy)."""
+        group = "(" + ", ".join("?" * width) + ")"
+        per_statement = max(_MAX_VARIABLES // width, 1)
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            values = ", ".join([group] * len(chunk))
+            cursor = await self.raw.execute(f"{head}{values}{tail}", [v for row in chunk for v in row])
+            await cursor.close()
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return list(await self.raw.execute_fetchall(_to_sqlite(sql), args))
@@ -60,10 +84,7 @@ class _Conn:
     ) -> list[int]:
         if not rows:
             return []
-        placeholders = ", ".join(f"?{i}" for i in range(1, len(columns) + 1))
-        await self.raw.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows
-        )
+        await self._insert_rows(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ", len(columns), "", rows)
         # Inside a transaction this connection holds SQLite's only write lock, and
         # AUTOINCREMENT hands out ids in insertion order: the batch owns a contiguous range.
         last = await self.fetchval("SELECT last_insert_rowid()")
@@ -80,6 +101,8 @@ class _Conn:
 
 class SQLiteDatabase:
     backend = "sqlite"
+    # OperationalError: disk full, I/O error, locked past busy_timeout, file gone.
+    outage_errors = (OSError, TimeoutError, sqlite3.OperationalError)
 
     def __init__(self, url: str, conns: list[_Conn]):
         self.url = url
