@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway_app.admin import accounts_routes, auth_routes, keys_routes, logs_routes, providers_routes
+from gateway_app.admin.origin import cross_origin_reason, is_json
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.admin.sessions import authenticate
 from gateway_app.http import HTTPError, Receive, Scope, Send, bearer_token, header, send_error, send_json
@@ -27,10 +28,10 @@ _REGISTRARS = (
 )
 
 
-def _session_token(scope: Scope) -> str | None:
-    token = bearer_token(scope)
-    if token:
-        return token
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _session_cookie(scope: Scope) -> str | None:
     cookie = header(scope, b"cookie")
     if cookie:
         for part in cookie.decode("latin-1").split(";"):
@@ -38,6 +39,30 @@ def _session_token(scope: Scope) -> str | None:
             if name == SESSION_COOKIE and value:
                 return value
     return None
+
+
+def require_browser_write_is_same_origin(scope: Scope) -> None:
+    """Refuse a browser write that could have been forged by another site (CSRF).
+
+    JSON only (a foreign page cannot send application/json without a CORS preflight this
+    server never grants) and a same-origin ``Origin`` (or ``Referer``).
+    """
+    reason = cross_origin_reason(scope)
+    if reason is not None:
+        raise HTTPError(
+            403,
+            f"cross-origin write refused: {reason}. Browser sessions may write only from this "
+            "server's own pages; scripts and tools send 'Authorization: Bearer <token>' instead",
+            "cross_origin_refused",
+            "permission_error",
+        )
+    if not is_json(scope):
+        raise HTTPError(
+            415,
+            "admin API writes from a browser session must be sent as Content-Type: application/json",
+            "unsupported_media_type",
+            param="content-type",
+        )
 
 
 class AdminAPI:
@@ -51,6 +76,11 @@ class AdminAPI:
         try:
             route, params = self.router.match(scope["method"], scope["path"])
             request = AdminRequest(scope, receive, params)
+            if scope["method"] in _UNSAFE_METHODS and not bearer_token(scope):
+                # Cookie-authenticated writes, and the public login when a browser sends it (login CSRF).
+                browser = header(scope, b"origin") is not None if route.public else _session_cookie(scope)
+                if browser:
+                    require_browser_write_is_same_origin(scope)
             if not route.public:
                 request.principal = await self._principal(scope)
                 if request.principal.must_change_password and not route.before_password_change:
@@ -70,7 +100,7 @@ class AdminAPI:
         )
 
     async def _principal(self, scope: Scope):
-        token = _session_token(scope)
+        token = bearer_token(scope) or _session_cookie(scope)
         principal = await authenticate(self._gateway.database, token) if token else None
         if principal is None:
             raise HTTPError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway_app.admin import sessions
+from gateway_app.admin.origin import served_over_tls
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.http import HTTPError, invalid_request
 
@@ -14,8 +15,11 @@ if TYPE_CHECKING:
 _GENERIC_LOGIN_ERROR = "invalid email or password"
 
 
-def _cookie(token: str, max_age: int) -> tuple[bytes, bytes]:
+def _cookie(request: AdminRequest, token: str, max_age: int) -> tuple[bytes, bytes]:
     value = f"gw_session={token}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    # Secure over TLS only: a Secure cookie would be dropped by browsers on plain-HTTP dev setups.
+    if served_over_tls(request.scope):
+        value += "; Secure"
     return (b"set-cookie", value.encode())
 
 
@@ -54,12 +58,12 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
                 "expires_at": session.expires_at,
                 "must_change_password": session.must_change_password,
             },
-            [_cookie(session.token, ttl)],
+            [_cookie(request, session.token, ttl)],
         )
 
     async def logout(request: AdminRequest) -> AdminResponse:
         await sessions.logout(gateway.database, request.admin.session_id)
-        return AdminResponse(200, {"status": "logged_out"}, [_cookie("", 0)])
+        return AdminResponse(200, {"status": "logged_out"}, [_cookie(request, "", 0)])
 
     async def me(request: AdminRequest) -> AdminResponse:
         admin = request.admin
@@ -90,7 +94,9 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
                 401, "the current password is wrong", "invalid_credentials", "authentication_error"
             ) from None
         return AdminResponse(
-            200, {"token": session.token, "expires_at": session.expires_at}, [_cookie(session.token, ttl)]
+            200,
+            {"token": session.token, "expires_at": session.expires_at},
+            [_cookie(request, session.token, ttl)],
         )
 
     router.add("POST", "/session", login, public=True)
