@@ -31,13 +31,20 @@ def _text(body: dict[str, Any], name: str) -> str:
 
 
 def register(router: AdminRouter, gateway: Gateway) -> None:
-    ttl = gateway.settings.auth.session_ttl_seconds
+    auth = gateway.settings.auth
+    ttl = auth.session_ttl_seconds
+    allowed = sessions.LoginLimits(auth.login_attempts_per_address, auth.login_attempts_per_account)
 
     async def login(request: AdminRequest) -> AdminResponse:
         body = await request.json()
         try:
             session = await sessions.login(
-                gateway.database, _text(body, "email"), _text(body, "password"), request.client_addr, ttl
+                gateway.database,
+                allowed,
+                _text(body, "email"),
+                _text(body, "password"),
+                request.client_addr,
+                ttl,
             )
         except sessions.LoginThrottled as exc:
             raise HTTPError(

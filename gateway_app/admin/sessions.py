@@ -21,11 +21,6 @@ from gateway_app.admin_users import password_hasher
 from gateway_app.clock import now_ms
 from gateway_app.storage import Database, Executor
 
-# Login attempts per window: from one client address (any accounts), and against one account
-# from addresses it has not logged in from within KNOWN_ADDRESS_MS. docs/control-plane.md
-# explains the choice.
-ADDRESS_MAX_ATTEMPTS = 10
-ACCOUNT_MAX_ATTEMPTS = 100
 THROTTLE_WINDOW_MS = 15 * 60 * 1000
 KNOWN_ADDRESS_MS = 30 * 24 * 3600 * 1000
 MAX_EMAIL_LENGTH = 320
@@ -69,6 +64,15 @@ async def _verify(password_hash: str, password: str) -> bool:
 
 
 @dataclass(frozen=True)
+class LoginLimits:
+    """Attempts per THROTTLE_WINDOW_MS: from one client address (any accounts), and against one
+    account from addresses it has not logged in from within KNOWN_ADDRESS_MS."""
+
+    per_address: int
+    per_account: int
+
+
+@dataclass(frozen=True)
 class _Limit:
     scope: str
     subject: str
@@ -89,13 +93,13 @@ _TAKE_SLOT = (
 )
 
 
-async def _limits(db: Executor, email: str, client_addr: str, at: int) -> list[_Limit]:
+async def _limits(db: Executor, allowed: LoginLimits, email: str, client_addr: str, at: int) -> list[_Limit]:
     """Per address always; account-wide only from addresses this account has not logged in from.
 
     So a stranger who exhausts the account-wide budget from many addresses delays logins
     from new places only: the admin's own recent addresses keep working.
     """
-    limits = [_Limit("address", client_addr, ADDRESS_MAX_ATTEMPTS)]
+    limits = [_Limit("address", client_addr, allowed.per_address)]
     known = await db.fetchval(
         "SELECT 1 FROM admin_sessions s JOIN admin_users u ON u.id = s.admin_user_id "
         "WHERE u.email = $1 AND s.client_addr = $2 AND s.created_at > $3 LIMIT 1",
@@ -104,7 +108,7 @@ async def _limits(db: Executor, email: str, client_addr: str, at: int) -> list[_
         at - KNOWN_ADDRESS_MS,
     )
     if known is None:
-        limits.append(_Limit("account", email, ACCOUNT_MAX_ATTEMPTS))
+        limits.append(_Limit("account", email, allowed.per_account))
     return limits
 
 
@@ -158,10 +162,12 @@ async def _open_session(
     return token, expires_at
 
 
-async def login(db: Database, email: str, password: str, client_addr: str, ttl_seconds: int) -> NewSession:
+async def login(
+    db: Database, allowed: LoginLimits, email: str, password: str, client_addr: str, ttl_seconds: int
+) -> NewSession:
     email = email.strip().lower()[:MAX_EMAIL_LENGTH]
     at = now_ms()
-    limits = await _limits(db, email, client_addr, at)
+    limits = await _limits(db, allowed, email, client_addr, at)
     await _take_slots(db, limits, at)
     row = await db.fetchrow(
         "SELECT id, password_hash, must_change_password, disabled FROM admin_users WHERE email = $1", email
