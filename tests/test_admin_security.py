@@ -8,6 +8,7 @@ revocation brought forward, and a flood of unknown key ids kept off the database
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -16,9 +17,9 @@ import pytest
 from gateway_app import keys, migrations
 from gateway_app.keys import KeyCache, generate_key
 from gateway_app.storage import connect
-from tests.conftest import ADMIN_PASSWORD, SEED_KEY, backend_of, base_config
+from tests.conftest import ADMIN_PASSWORD, BASE_ENV, SEED_KEY, backend_of, base_config
 from tests.support.admin import ADMIN_EMAIL, AdminClient, bearer, login
-from tests.support.processes import wait_until
+from tests.support.processes import run_cli, wait_until
 
 PER_ADDRESS = 5
 PER_ACCOUNT = 12
@@ -228,6 +229,33 @@ def test_scheduled_revocation_brought_forward(replicas) -> None:
     assert _models_status(first.url, old_key) == 401
     assert _models_status(second.url, rotated.json()["key"]) == 200
     assert admin.post(f"/keys/{old_id}/revoke").status_code == 404  # already revoked
+
+
+def test_cli_brings_a_scheduled_revocation_forward(gateway) -> None:
+    def cli(*args: str):
+        return run_cli("keys", *args, "--config", str(gateway.config_path), env=BASE_ENV)
+
+    created = cli("create", "--service-account", "tests", "--name", "cli-leaky")
+    assert created.returncode == 0, created.stderr
+    old_key = created.stdout.strip()
+    old_id = old_key.split(".")[0].removeprefix("gwk_")
+    assert cli("rotate", old_id, "--revoke-old-after", "1h").returncode == 0
+
+    def revoked_at() -> int:
+        listed = json.loads(cli("list", "--json").stdout)
+        return next(k["revoked_at"] for k in listed if k["public_id"] == old_id)
+
+    scheduled = revoked_at()
+    assert scheduled > time.time() * 1000 + 3500_000
+    put_off = cli("revoke", old_id, "--after", "2h")
+    assert put_off.returncode == 1 and "brought forward, never put off" in put_off.stderr
+    assert revoked_at() == scheduled
+    sooner = cli("revoke", old_id, "--after", "10m")
+    assert sooner.returncode == 0, sooner.stderr
+    assert time.time() * 1000 + 500_000 < revoked_at() < time.time() * 1000 + 600_000
+    assert _models_status(gateway.url, old_key) == 200
+    assert cli("revoke", old_id).returncode == 0
+    wait_until(lambda: _models_status(gateway.url, old_key) == 401, timeout=REFRESH_SECONDS + 2.0)
 
 
 def test_unknown_key_flood_is_limited_before_the_database(gateway) -> None:
