@@ -144,7 +144,7 @@ def test_gateway_trusts_the_ingress_for_client_addresses(runs: dict[str, Offline
     default = GatewayAppSettings.model_fields["trusted_proxies"].default
     assert config["server"]["trusted_proxies"] == default and "10.0.0.0/8" in default
     # Only the ingress controller's namespace (and monitoring) may connect, so only it can claim them.
-    sources = runs[stack].one("NetworkPolicy").values["spec"]["ingress"][0]["from"]
+    sources = runs[stack].one("NetworkPolicy", "gateway-network-policy").values["spec"]["ingress"][0]["from"]
     assert {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "ingress-nginx"}}} in sources
 
 
