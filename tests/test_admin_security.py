@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from gateway_app import keys, migrations
+from gateway_app.cli import EXIT_ERROR
 from gateway_app.keys import KeyCache, generate_key
 from gateway_app.storage import connect
 from tests.conftest import ADMIN_PASSWORD, BASE_ENV, SEED_KEY, backend_of, base_config
@@ -192,7 +193,9 @@ def test_parallel_guesses_across_replicas_verify_at_most_the_limit(replicas) -> 
         _guess_in_parallel([r.url for r in replicas], 100, "victim@example.com", "10.20.0.1")
     )
     verified = statuses.count(401)
-    assert statuses.count(429) + verified == 100
+    # 503: the store was too busy to count the attempt (SQLite shared by two processes), so it
+    # was refused unverified. Anything else (a 500, a 200) fails the test.
+    assert set(statuses) <= {401, 429, 503}
     assert 1 <= verified <= PER_ADDRESS
 
 
@@ -248,7 +251,7 @@ def test_cli_brings_a_scheduled_revocation_forward(gateway) -> None:
     scheduled = revoked_at()
     assert scheduled > time.time() * 1000 + 3500_000
     put_off = cli("revoke", old_id, "--after", "2h")
-    assert put_off.returncode == 1 and "brought forward, never put off" in put_off.stderr
+    assert put_off.returncode == EXIT_ERROR and "brought forward, never put off" in put_off.stderr
     assert revoked_at() == scheduled
     sooner = cli("revoke", old_id, "--after", "10m")
     assert sooner.returncode == 0, sooner.stderr

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from gateway_app.app import Gateway
 
 _GENERIC_LOGIN_ERROR = "invalid email or password"
+_RETRY_UNAVAILABLE_SECONDS = b"5"
 
 
 def _cookie(request: AdminRequest, token: str, max_age: int) -> tuple[bytes, bytes]:
@@ -53,6 +54,15 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
                 "login_throttled",
                 "rate_limit_error",
                 headers=[(b"retry-after", str(exc.retry_after_seconds).encode())],
+            ) from None
+        except sessions.LoginUnavailable:
+            raise HTTPError(
+                503,
+                "login is unavailable: the gateway could not record the attempt in its database; "
+                "retry shortly, and check the database if it persists",
+                "login_unavailable",
+                "api_error",
+                headers=[(b"retry-after", _RETRY_UNAVAILABLE_SECONDS)],
             ) from None
         except sessions.InvalidCredentials:
             raise HTTPError(

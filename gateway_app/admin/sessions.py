@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from gateway_app.admin.router import AdminPrincipal
 from gateway_app.admin_users import password_hasher
 from gateway_app.clock import now_ms
 from gateway_app.storage import Database, Executor
+
+log = logging.getLogger("gateway.admin.sessions")
 
 THROTTLE_WINDOW_MS = 15 * 60 * 1000
 KNOWN_ADDRESS_MS = 30 * 24 * 3600 * 1000
@@ -34,6 +37,10 @@ class LoginThrottled(Exception):
         self.retry_after_seconds = retry_after_seconds
         where = "from this address" if scope == "address" else "to this account from new addresses"
         super().__init__(f"too many failed logins {where}; retry in {retry_after_seconds}s")
+
+
+class LoginUnavailable(Exception):
+    """The throttle could not count the attempt (database locked, full or down): refused unverified."""
 
 
 class InvalidCredentials(Exception):
@@ -167,8 +174,15 @@ async def login(
 ) -> NewSession:
     email = email.strip().lower()[:MAX_EMAIL_LENGTH]
     at = now_ms()
-    limits = await _limits(db, allowed, email, client_addr, at)
-    await _take_slots(db, limits, at)
+    try:
+        limits = await _limits(db, allowed, email, client_addr, at)
+        await _take_slots(db, limits, at)
+    except LoginThrottled:
+        raise
+    except Exception as exc:
+        # Fail closed: an attempt that cannot be counted is never verified.
+        log.exception("login refused: the throttle could not count the attempt")
+        raise LoginUnavailable() from exc
     row = await db.fetchrow(
         "SELECT id, password_hash, must_change_password, disabled FROM admin_users WHERE email = $1", email
     )
