@@ -170,10 +170,16 @@ async def cmd_keys(args: argparse.Namespace, settings: GatewaySettings) -> int:
                 f"rotated gwk_{public_id} -> gwk_{new['public_id']}; the old key {old_fate}", file=sys.stderr
             )
             return EXIT_OK
-        if await keys.revoke_key(db, public_id):
-            print(f"revoked gwk_{public_id}; every replica refuses it within {refresh}")
+        after = parse_duration(args.after) if args.after else 0
+        if await keys.revoke_key(db, public_id, after):
+            when = f"in {args.after}" if after else "now"
+            print(f"revoked gwk_{public_id} {when}; every replica refuses it within {refresh} after that")
             return EXIT_OK
-        print(f"error: no active key gwk_{public_id}", file=sys.stderr)
+        print(
+            f"error: no key gwk_{public_id} that is active or scheduled to be revoked later "
+            "(a scheduled revocation can be brought forward, never put off)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
     return await _with_db(settings, work)
@@ -291,8 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing = keys_sub.add_parser("list", parents=[common], help="list keys (never their secrets)")
     listing.add_argument("--all", action="store_true", help="include revoked keys")
     listing.add_argument("--json", action="store_true")
-    revoke = keys_sub.add_parser("revoke", parents=[common], help="revoke a key by public id")
+    revoke = keys_sub.add_parser(
+        "revoke",
+        parents=[common],
+        help="revoke a key by public id; brings a scheduled revocation (rotation grace) forward",
+    )
     revoke.add_argument("public_id")
+    revoke.add_argument(
+        "--after", help="revoke this far ahead instead of now, e.g. 10m (never later than scheduled)"
+    )
     rotate = keys_sub.add_parser(
         "rotate", parents=[common], help="replace a key (same owner, grants, budget); prints the new key once"
     )

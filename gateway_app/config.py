@@ -235,6 +235,10 @@ class AuthSettings(_Strict):
     # How often every replica reloads changed keys: the bound on revocation delay.
     key_cache_refresh_seconds: float = Field(2.0, gt=0, le=60)
     session_ttl_seconds: int = Field(12 * 3600, gt=0)
+    # Admin login attempts per 15-minute window: from one client address (any accounts), and
+    # against one account from addresses it has not logged in from lately (docs/control-plane.md).
+    login_attempts_per_address: int = Field(10, ge=1)
+    login_attempts_per_account: int = Field(100, ge=1)
 
 
 class BudgetSettings(_Strict):

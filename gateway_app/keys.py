@@ -37,6 +37,13 @@ ALL_MODELS = "*"
 # Rows whose updated_at falls this close to the last refresh are read again, so
 # that clock skew between replicas or a slow commit cannot hide a change.
 _REFRESH_OVERLAP_MS = 5_000
+# Database reads for key ids this replica has not loaded (a key made moments ago on another
+# replica, or a forged id): at most this many per second per replica, with this burst.
+# Past that, an unknown id is refused without a query; real new keys still arrive with
+# the next refresh. Ids found missing are remembered (bounded) until then.
+UNKNOWN_LOOKUPS_PER_SECOND = 20.0
+UNKNOWN_LOOKUP_BURST = 20
+_UNKNOWN_IDS_REMEMBERED = 10_000
 
 
 def generate_key() -> str:
@@ -106,13 +113,37 @@ def _identity(row: Row) -> KeyIdentity:
     )
 
 
+class _TokenBucket:
+    """``rate`` tokens a second up to ``burst``; one event loop, so no lock."""
+
+    def __init__(self, rate: float, burst: int):
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
 class KeyCache:
     def __init__(self, db: Database, refresh_seconds: float):
         self._db = db
         self._refresh_seconds = refresh_seconds
         self._by_public_id: dict[str, KeyIdentity] = {}
-        # Unknown ids are remembered briefly so garbage keys cannot hammer the database.
+        # Unknown ids are remembered briefly (oldest forgotten first) and lookups of new
+        # ones are rate-limited, so garbage keys cannot hammer the database.
         self._unknown_until: dict[str, float] = {}
+        self._lookup_budget = _TokenBucket(UNKNOWN_LOOKUPS_PER_SECOND, UNKNOWN_LOOKUP_BURST)
+        # Lookups of ids not in memory, by outcome: found, unknown (a query found nothing),
+        # remembered (known missing, no query) and limited (over the rate, no query).
+        self.lookups = {"found": 0, "unknown": 0, "remembered": 0, "limited": 0}
         self._watermark = 0
         self._refresher = Periodic("key-cache-refresh", refresh_seconds, self.refresh)
 
@@ -159,13 +190,19 @@ class KeyCache:
     async def _load_one(self, public_id: str) -> KeyIdentity | None:
         # A key created moments ago on another replica: read it once, then cache it.
         if self._unknown_until.get(public_id, 0.0) > time.monotonic():
+            self.lookups["remembered"] += 1
+            return None
+        if not self._lookup_budget.take():
+            self.lookups["limited"] += 1
             return None
         row = await self._db.fetchrow(f"SELECT {_KEY_COLUMNS} {_KEY_FROM} WHERE k.public_id = $1", public_id)
         if row is None:
-            if len(self._unknown_until) > 10_000:
-                self._unknown_until.clear()
+            self.lookups["unknown"] += 1
+            if len(self._unknown_until) >= _UNKNOWN_IDS_REMEMBERED:
+                del self._unknown_until[next(iter(self._unknown_until))]
             self._unknown_until[public_id] = time.monotonic() + self._refresh_seconds
             return None
+        self.lookups["found"] += 1
         return self._store(row)
 
 
@@ -216,11 +253,17 @@ async def insert_key(
 
 
 async def revoke_key(db: Executor, public_id: str, after_seconds: float = 0) -> bool:
-    """Revoke now, or schedule it (a rotation's grace period). False if unknown or already revoked."""
+    """Revoke now, or schedule it (a rotation's grace period).
+
+    A revocation already scheduled later is brought forward (a leaked key need not live out
+    its grace period); one never moves later. False if unknown or revoked by then already.
+    """
     ts = now_ms()
+    revoke_at = ts + int(after_seconds * 1000)
     count = await db.execute(
-        "UPDATE api_keys SET revoked_at = $1, updated_at = $2 WHERE public_id = $3 AND revoked_at IS NULL",
-        ts + int(after_seconds * 1000),
+        "UPDATE api_keys SET revoked_at = $1, updated_at = $2 "
+        "WHERE public_id = $3 AND (revoked_at IS NULL OR revoked_at > $1)",
+        revoke_at,
         ts,
         public_id,
     )
@@ -244,8 +287,14 @@ def key_row_to_dict(row: Row) -> dict[str, Any]:
 
 
 async def list_keys(db: Executor, include_revoked: bool = False) -> list[dict[str, Any]]:
-    where = "" if include_revoked else "WHERE k.revoked_at IS NULL"
-    rows = await db.fetch(f"SELECT k.*, s.name AS account_name {_KEY_FROM} {where} ORDER BY k.id")
+    """Keys not revoked yet (those with a scheduled revocation included), or all of them."""
+    select = f"SELECT k.*, s.name AS account_name {_KEY_FROM}"
+    if include_revoked:
+        rows = await db.fetch(f"{select} ORDER BY k.id")
+    else:
+        rows = await db.fetch(
+            f"{select} WHERE k.revoked_at IS NULL OR k.revoked_at > $1 ORDER BY k.id", now_ms()
+        )
     return [key_row_to_dict(r) for r in rows]
 
 
@@ -313,10 +362,13 @@ async def create_key(
         return key, await get_key(tx, normalize_public_id(key))
 
 
-async def revoke_active_key(db: Executor, public_id: str) -> dict[str, Any]:
-    """Revoke now and return the key as listed; NotFound if it is unknown or already revoked."""
-    if not await revoke_key(db, public_id):
-        raise NotFound(f"no active key gwk_{public_id}")
+async def revoke_active_key(db: Executor, public_id: str, after_seconds: float = 0) -> dict[str, Any]:
+    """Revoke (now, or bring a scheduled revocation forward) and return the key as listed.
+
+    NotFound if the key is unknown or revoked by then already.
+    """
+    if not await revoke_key(db, public_id, after_seconds):
+        raise NotFound(f"no key gwk_{public_id} that is active or scheduled to be revoked later")
     return await get_key(db, public_id)
 
 

@@ -165,6 +165,15 @@ class GatewayCollector(Collector):
                 "Checks skipped because Redis was unreachable.",
                 g.limiter.errors,
             )
+        if g.keys is not None:
+            lookups = CounterMetricFamily(
+                PREFIX + "key_lookups",
+                "Lookups of API key ids not in memory, by outcome (limited and remembered: no query).",
+                labels=["outcome"],
+            )
+            for outcome, count in g.keys.lookups.items():
+                lookups.add_metric([outcome], count)
+            yield lookups
         if g.router is not None:
             yield from self._routes(g)
         yield from self._upstream_pools(g)

@@ -39,6 +39,8 @@ def render_gateway_config(app: GatewayAppSettings) -> dict[str, Any]:
                 "log_level": app.log_level,
                 "otel_endpoint": app.otel_endpoint,
                 "otel_metrics_endpoint": app.otel_metrics_endpoint,
+                # Client addresses (login throttling, logs) and TLS (Secure cookie) come from the ingress.
+                "trusted_proxies": list(app.trusted_proxies),
             }
         ),
         # check: pods never migrate on start; the migration Job does, before they roll.

@@ -140,6 +140,8 @@ class CapturedResource:
     values: dict[str, Any]
     # The same inputs with every secret replaced by REDACTED.
     inputs: dict[str, Any]
+    # Outputs the program asked the engine to keep secret (additional_secret_outputs).
+    secret_outputs: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str | None:
@@ -198,6 +200,7 @@ class RecordingMonitor(MockMonitor):
                     dependencies=tuple(sorted(request.dependencies)),
                     values=_plain(raw),
                     inputs=_redacted(raw),
+                    secret_outputs=tuple(request.additionalSecretOutputs),
                 )
             )
         return response

@@ -7,6 +7,7 @@ config (``parse_settings``) so that it can be tested without the Pulumi runtime.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -71,7 +72,16 @@ def _valid_memory(quantity: str) -> str:
     return quantity
 
 
+def _valid_network(text: str) -> str:
+    try:
+        ipaddress.ip_network(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not an address or a CIDR like 10.0.0.0/8 (host bits 0)") from None
+    return text
+
+
 Cpu = Annotated[str, AfterValidator(_valid_cpu)]
+IpNetwork = Annotated[str, AfterValidator(_valid_network)]
 Memory = Annotated[str, AfterValidator(_valid_memory)]
 DnsLabel = Annotated[str, Field(pattern=_DNS_LABEL, max_length=63)]
 
@@ -227,6 +237,11 @@ class GatewayAppSettings(_Settings):
     # The bootstrap admin is enabled when an email is given; its password is generated or supplied.
     bootstrap_admin_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
     seed_service_account: SeedServiceAccount | None = None
+    # Peers whose X-Forwarded-For/-Proto the gateway believes: the ingress controller's pods.
+    # Private ranges by default, safe because the NetworkPolicy admits only the controller's
+    # (and the monitoring) namespace; narrow it to the controller's pod CIDR where the CNI
+    # does not enforce NetworkPolicy. Empty: every client is the connecting peer.
+    trusted_proxies: list[IpNetwork] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
     request_logging_mode: Literal["disabled", "summary_only", "redacted_payloads"] = "summary_only"
     purge_retention: Literal["1d", "3d", "7d"] | None = "7d"
     resources: Resources = Resources()

@@ -49,7 +49,8 @@ def test_logout_revokes_the_session(gateway) -> None:
     assert httpx.get(gateway.url + "/admin/api/me", headers=bearer(token)).status_code == 401
 
 
-def test_throttled_per_account_and_per_address(gateway) -> None:
+def test_throttled_per_address(gateway) -> None:
+    """The account-wide limit and its known-address exemption: tests/test_admin_security.py."""
     for attempt in range(10):
         assert (
             login(
@@ -57,10 +58,12 @@ def test_throttled_per_account_and_per_address(gateway) -> None:
             ).status_code
             == 401
         )
-    throttled = login(gateway.url, email="target@example.com", password="guess", client="10.1.0.2")
+    throttled = login(gateway.url, email="target@example.com", password="guess", client="10.1.0.1")
     assert throttled.status_code == 429
     assert throttled.json()["error"]["code"] == "login_throttled"
     assert 0 < int(throttled.headers["retry-after"]) <= 900
+    # Another address may still try that account (per-address limit, not an account lockout).
+    assert login(gateway.url, email="target@example.com", password="x", client="10.1.0.2").status_code == 401
     for attempt in range(10):
         login(gateway.url, email=f"spray{attempt}@example.com", password="x", client="10.2.0.1")
     assert login(gateway.url, client="10.2.0.1").status_code == 429  # even the right password, from there

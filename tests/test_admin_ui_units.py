@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 from gateway_app.admin.cookie import session_cookie
+from gateway_app.admin.origin import cross_origin_reason
 from gateway_app.admin_ui.charts import BAR_AREA, bar_chart
-from gateway_app.admin_ui.security import same_origin, session_csrf_token, tokens_match
+from gateway_app.admin_ui.security import session_csrf_token, tokens_match
 
 
-def _scope(**headers: str) -> dict:
-    return {"headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]}
+def _scope(scheme: str = "https", **headers: str) -> dict:
+    return {
+        "scheme": scheme,
+        "headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()],
+    }
 
 
-def test_same_origin_needs_origin_or_referer_naming_the_host() -> None:
+def same_origin(scope: dict) -> bool:
+    return cross_origin_reason(scope) is None
+
+
+def test_same_origin_needs_origin_or_referer_naming_this_server() -> None:
     assert same_origin(_scope(host="gw.example:8443", origin="https://gw.example:8443"))
     assert same_origin(_scope(host="gw.example", referer="https://gw.example/admin/keys"))
+    assert same_origin(_scope(host="gw.example:443", origin="https://gw.example"))  # default port
     assert not same_origin(_scope(host="gw.example", origin="https://evil.example"))
     assert not same_origin(_scope(host="gw.example", origin="null"))
     assert not same_origin(_scope(host="gw.example"))  # neither header: refused
     assert not same_origin(_scope(host="gw.example:8443", origin="https://gw.example"))
+    assert not same_origin(_scope("http", host="gw.example", origin="https://gw.example"))  # scheme differs
 
 
 def test_csrf_token_is_per_session_and_compared_strictly() -> None:

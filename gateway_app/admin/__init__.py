@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from gateway_app.admin import accounts_routes, auth_routes, keys_routes, logs_routes, providers_routes
 from gateway_app.admin.cookie import SESSION_COOKIE, read_cookie
+from gateway_app.admin.origin import cross_origin_reason, is_json
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.admin.sessions import authenticate
-from gateway_app.http import HTTPError, Receive, Scope, Send, bearer_token, send_error, send_json
+from gateway_app.http import HTTPError, Receive, Scope, Send, bearer_token, header, send_error, send_json
 
 if TYPE_CHECKING:
     from gateway_app.app import Gateway
@@ -27,8 +28,35 @@ _REGISTRARS = (
 )
 
 
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 def _session_token(scope: Scope) -> str | None:
     return bearer_token(scope) or read_cookie(scope, SESSION_COOKIE)
+
+
+def require_browser_write_is_same_origin(scope: Scope) -> None:
+    """Refuse a browser write that could have been forged by another site (CSRF).
+
+    JSON only (a foreign page cannot send application/json without a CORS preflight this
+    server never grants) and a same-origin ``Origin`` (or ``Referer``).
+    """
+    reason = cross_origin_reason(scope)
+    if reason is not None:
+        raise HTTPError(
+            403,
+            f"cross-origin write refused: {reason}. Browser sessions may write only from this "
+            "server's own pages; scripts and tools send 'Authorization: Bearer <token>' instead",
+            "cross_origin_refused",
+            "permission_error",
+        )
+    if not is_json(scope):
+        raise HTTPError(
+            415,
+            "admin API writes from a browser session must be sent as Content-Type: application/json",
+            "unsupported_media_type",
+            param="content-type",
+        )
 
 
 class AdminAPI:
@@ -42,6 +70,15 @@ class AdminAPI:
         try:
             route, params = self.router.match(scope["method"], scope["path"])
             request = AdminRequest(scope, receive, params)
+            if scope["method"] in _UNSAFE_METHODS and not bearer_token(scope):
+                # Cookie-authenticated writes, and the public login when a browser sends it (login CSRF).
+                browser = (
+                    header(scope, b"origin") is not None
+                    if route.public
+                    else read_cookie(scope, SESSION_COOKIE)
+                )
+                if browser:
+                    require_browser_write_is_same_origin(scope)
             if not route.public:
                 request.principal = await self._principal(scope)
                 if request.principal.must_change_password and not route.before_password_change:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from gateway_app.app import Gateway
 
 _GENERIC_LOGIN_ERROR = "invalid email or password"
+_RETRY_UNAVAILABLE_SECONDS = b"5"
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -23,13 +24,20 @@ def _text(body: dict[str, Any], name: str) -> str:
 
 
 def register(router: AdminRouter, gateway: Gateway) -> None:
-    ttl = gateway.settings.auth.session_ttl_seconds
+    auth = gateway.settings.auth
+    ttl = auth.session_ttl_seconds
+    allowed = sessions.LoginLimits(auth.login_attempts_per_address, auth.login_attempts_per_account)
 
     async def login(request: AdminRequest) -> AdminResponse:
         body = await request.json()
         try:
             session = await sessions.login(
-                gateway.database, _text(body, "email"), _text(body, "password"), request.client_addr, ttl
+                gateway.database,
+                allowed,
+                _text(body, "email"),
+                _text(body, "password"),
+                request.client_addr,
+                ttl,
             )
         except sessions.LoginThrottled as exc:
             raise HTTPError(
@@ -38,6 +46,15 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
                 "login_throttled",
                 "rate_limit_error",
                 headers=[(b"retry-after", str(exc.retry_after_seconds).encode())],
+            ) from None
+        except sessions.LoginUnavailable:
+            raise HTTPError(
+                503,
+                "login is unavailable: the gateway could not record the attempt in its database; "
+                "retry shortly, and check the database if it persists",
+                "login_unavailable",
+                "api_error",
+                headers=[(b"retry-after", _RETRY_UNAVAILABLE_SECONDS)],
             ) from None
         except sessions.InvalidCredentials:
             raise HTTPError(

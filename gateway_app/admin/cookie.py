@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+from gateway_app.admin.origin import served_over_tls
 from gateway_app.http import Scope, header
 
 SESSION_COOKIE = "gw_session"
-
-
-def is_tls(scope: Scope) -> bool:
-    """The browser talks TLS to us (uvicorn sets the scheme from X-Forwarded-Proto of trusted proxies)."""
-    return scope.get("scheme") == "https"
 
 
 def read_cookie(scope: Scope, name: str) -> str | None:
@@ -30,4 +26,4 @@ def set_cookie(
 
 
 def session_cookie(token: str, max_age: int, scope: Scope) -> tuple[bytes, bytes]:
-    return set_cookie(SESSION_COOKIE, token, max_age, is_tls(scope))
+    return set_cookie(SESSION_COOKIE, token, max_age, served_over_tls(scope))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway_app import keys
 from gateway_app.admin.control import body_object, control_errors, text_field
@@ -11,6 +11,13 @@ from gateway_app.config import parse_duration
 
 if TYPE_CHECKING:
     from gateway_app.app import Gateway
+
+
+def _seconds(body: dict[str, Any], name: str) -> float | None:
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+        raise ValueError(f"{name} must be a number >= 0")
+    return value
 
 
 def register(router: AdminRouter, gateway: Gateway) -> None:
@@ -38,14 +45,12 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
     @control_errors
     async def revoke(request: AdminRequest) -> AdminResponse:
         public_id = keys.normalize_public_id(request.params["public_id"])
-        return AdminResponse(200, await keys.revoke_active_key(gateway.database, public_id))
+        after = _seconds(await body_object(request), "after_seconds") or 0
+        return AdminResponse(200, await keys.revoke_active_key(gateway.database, public_id, after))
 
     @control_errors
     async def rotate(request: AdminRequest) -> AdminResponse:
-        body = await body_object(request)
-        after = body.get("revoke_old_after_seconds")
-        if after is not None and (isinstance(after, bool) or not isinstance(after, int | float) or after < 0):
-            raise ValueError("revoke_old_after_seconds must be a number >= 0")
+        after = _seconds(await body_object(request), "revoke_old_after_seconds")
         secret, new, old = await keys.rotate_key(
             gateway.database, keys.normalize_public_id(request.params["public_id"]), after
         )

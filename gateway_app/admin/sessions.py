@@ -2,14 +2,16 @@
 
 Session tokens are random; only their SHA-256 is stored, and every admin call
 checks the session row, so logout and password changes take effect at once on
-every replica. Failed logins are counted in the database per account and per
-client address, so throttling holds across replicas too.
+every replica. Login attempts are counted in the database per client address and
+per account before the password is verified (one atomic upsert each), so throttling
+holds for parallel guesses and across replicas too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 
@@ -20,17 +22,25 @@ from gateway_app.admin_users import password_hasher
 from gateway_app.clock import now_ms
 from gateway_app.storage import Database, Executor
 
-THROTTLE_MAX_FAILURES = 10
+log = logging.getLogger("gateway.admin.sessions")
+
 THROTTLE_WINDOW_MS = 15 * 60 * 1000
+KNOWN_ADDRESS_MS = 30 * 24 * 3600 * 1000
+MAX_EMAIL_LENGTH = 320
 MIN_PASSWORD_LENGTH = 12
 # Verified against when the account does not exist, so timing does not reveal which emails exist.
 _DUMMY_HASH = password_hasher.hash("not-a-real-password")
 
 
 class LoginThrottled(Exception):
-    def __init__(self, retry_after_seconds: int):
+    def __init__(self, scope: str, retry_after_seconds: int):
         self.retry_after_seconds = retry_after_seconds
-        super().__init__(f"too many failed logins; retry in {retry_after_seconds}s")
+        where = "from this address" if scope == "address" else "to this account from new addresses"
+        super().__init__(f"too many failed logins {where}; retry in {retry_after_seconds}s")
+
+
+class LoginUnavailable(Exception):
+    """The throttle could not count the attempt (database locked, full or down): refused unverified."""
 
 
 class InvalidCredentials(Exception):
@@ -60,36 +70,84 @@ async def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
-def _throttle_subjects(email: str, client_addr: str) -> list[tuple[str, str]]:
-    return [("account", email), ("address", client_addr)]
+@dataclass(frozen=True)
+class LoginLimits:
+    """Attempts per THROTTLE_WINDOW_MS: from one client address (any accounts), and against one
+    account from addresses it has not logged in from within KNOWN_ADDRESS_MS."""
+
+    per_address: int
+    per_account: int
 
 
-async def _check_throttle(db: Executor, subjects: list[tuple[str, str]], at: int) -> None:
-    for scope, subject in subjects:
-        row = await db.fetchrow(
-            "SELECT window_start, failures FROM auth_throttle WHERE scope = $1 AND subject = $2",
-            scope,
-            subject,
-        )
-        if row and row["failures"] >= THROTTLE_MAX_FAILURES and at - row["window_start"] < THROTTLE_WINDOW_MS:
-            raise LoginThrottled(max(1, (row["window_start"] + THROTTLE_WINDOW_MS - at) // 1000))
+@dataclass(frozen=True)
+class _Limit:
+    scope: str
+    subject: str
+    max_attempts: int
 
 
-async def _record_failure(db: Database, subjects: list[tuple[str, str]], at: int) -> None:
+# One upsert both checks and takes a slot: a new window starts over at 1, a full window is
+# left alone (the WHERE makes the update a no-op, so nothing is returned). Row locks
+# (PostgreSQL) and the single writer (SQLite) make concurrent guesses queue on this row.
+_TAKE_SLOT = (
+    "INSERT INTO auth_throttle (scope, subject, window_start, failures) VALUES ($1, $2, $3, 1) "
+    "ON CONFLICT (scope, subject) DO UPDATE SET "
+    "failures = CASE WHEN $3 - auth_throttle.window_start >= $4 THEN 1 ELSE auth_throttle.failures + 1 END, "
+    "window_start = CASE WHEN $3 - auth_throttle.window_start >= $4 THEN $3 "
+    "ELSE auth_throttle.window_start END "
+    "WHERE $3 - auth_throttle.window_start >= $4 OR auth_throttle.failures < $5 "
+    "RETURNING failures"
+)
+
+
+async def _limits(db: Executor, allowed: LoginLimits, email: str, client_addr: str, at: int) -> list[_Limit]:
+    """Per address always; account-wide only from addresses this account has not logged in from.
+
+    So a stranger who exhausts the account-wide budget from many addresses delays logins
+    from new places only: the admin's own recent addresses keep working.
+    """
+    limits = [_Limit("address", client_addr, allowed.per_address)]
+    known = await db.fetchval(
+        "SELECT 1 FROM admin_sessions s JOIN admin_users u ON u.id = s.admin_user_id "
+        "WHERE u.email = $1 AND s.client_addr = $2 AND s.created_at > $3 LIMIT 1",
+        email,
+        client_addr,
+        at - KNOWN_ADDRESS_MS,
+    )
+    if known is None:
+        limits.append(_Limit("account", email, allowed.per_account))
+    return limits
+
+
+async def _take_slots(db: Database, limits: list[_Limit], at: int) -> None:
+    """Count this attempt against every limit before the password is verified, or refuse it.
+
+    All or nothing in one transaction: a refused attempt takes no slot anywhere.
+    """
     async with db.transaction() as tx:
-        for scope, subject in subjects:
-            # A window older than THROTTLE_WINDOW_MS starts over at this failure.
+        for limit in limits:
+            taken = await tx.fetchval(
+                _TAKE_SLOT, limit.scope, limit.subject, at, THROTTLE_WINDOW_MS, limit.max_attempts
+            )
+            if taken is None:
+                window_start = await tx.fetchval(
+                    "SELECT window_start FROM auth_throttle WHERE scope = $1 AND subject = $2",
+                    limit.scope,
+                    limit.subject,
+                )
+                raise LoginThrottled(limit.scope, max(1, (window_start + THROTTLE_WINDOW_MS - at) // 1000))
+
+
+async def _give_back_slots(db: Database, limits: list[_Limit], at: int) -> None:
+    """A successful login does not count as a failure (if its window is still the current one)."""
+    async with db.transaction() as tx:
+        for limit in limits:
             await tx.execute(
-                "INSERT INTO auth_throttle (scope, subject, window_start, failures) VALUES ($1, $2, $3, 1) "
-                "ON CONFLICT (scope, subject) DO UPDATE SET "
-                "failures = CASE WHEN $3 - auth_throttle.window_start >= $4 THEN 1 "
-                "ELSE auth_throttle.failures + 1 END, "
-                "window_start = CASE WHEN $3 - auth_throttle.window_start >= $4 THEN $3 "
-                "ELSE auth_throttle.window_start END",
-                scope,
-                subject,
+                "UPDATE auth_throttle SET failures = failures - 1 "
+                "WHERE scope = $1 AND subject = $2 AND window_start <= $3 AND failures > 0",
+                limit.scope,
+                limit.subject,
                 at,
-                THROTTLE_WINDOW_MS,
             )
 
 
@@ -111,19 +169,27 @@ async def _open_session(
     return token, expires_at
 
 
-async def login(db: Database, email: str, password: str, client_addr: str, ttl_seconds: int) -> NewSession:
-    email = email.strip().lower()
+async def login(
+    db: Database, allowed: LoginLimits, email: str, password: str, client_addr: str, ttl_seconds: int
+) -> NewSession:
+    email = email.strip().lower()[:MAX_EMAIL_LENGTH]
     at = now_ms()
-    subjects = _throttle_subjects(email, client_addr)
-    await _check_throttle(db, subjects, at)
+    try:
+        limits = await _limits(db, allowed, email, client_addr, at)
+        await _take_slots(db, limits, at)
+    except LoginThrottled:
+        raise
+    except Exception as exc:
+        # Fail closed: an attempt that cannot be counted is never verified.
+        log.exception("login refused: the throttle could not count the attempt")
+        raise LoginUnavailable() from exc
     row = await db.fetchrow(
         "SELECT id, password_hash, must_change_password, disabled FROM admin_users WHERE email = $1", email
     )
     valid = await _verify(row["password_hash"] if row else _DUMMY_HASH, password)
     if row is None or not valid or row["disabled"]:
-        await _record_failure(db, subjects, at)
         raise InvalidCredentials()
-    await db.execute("DELETE FROM auth_throttle WHERE scope = 'account' AND subject = $1", email)
+    await _give_back_slots(db, limits, at)
     token, expires_at = await _open_session(db, row["id"], client_addr, ttl_seconds)
     return NewSession(token, expires_at, bool(row["must_change_password"]))
 

@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader
 
 from gateway_app import __version__
 from gateway_app.admin.cookie import SESSION_COOKIE, read_cookie
+from gateway_app.admin.origin import cross_origin_reason
 from gateway_app.admin.router import path_pattern
 from gateway_app.admin.sessions import authenticate
 from gateway_app.admin_ui import pages
@@ -26,7 +27,6 @@ from gateway_app.admin_ui.security import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
     SECURITY_HEADERS,
-    same_origin,
     session_csrf_token,
     tokens_match,
 )
@@ -103,7 +103,7 @@ class AdminUI:
     async def _dispatch(self, scope: Scope, receive: Receive) -> Page | Redirect:
         route, params = self._match(scope["method"], scope["path"])
         request = UIRequest(scope, params)
-        if route.method == "POST" and not same_origin(scope):
+        if route.method == "POST" and cross_origin_reason(scope) is not None:
             raise HTTPError(403, "form refused: it was not posted from this site (Origin check)", "csrf")
         if route.access != "public":
             token = read_cookie(scope, SESSION_COOKIE)

@@ -16,7 +16,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from gateway_app import accounts, keys, reports
 from gateway_app.admin import sessions
-from gateway_app.admin.cookie import SESSION_COOKIE, is_tls, session_cookie, set_cookie
+from gateway_app.admin.cookie import SESSION_COOKIE, session_cookie, set_cookie
+from gateway_app.admin.origin import served_over_tls
 from gateway_app.admin.router import AdminPrincipal
 from gateway_app.admin_ui.charts import bar_chart
 from gateway_app.admin_ui.security import LOGIN_CSRF_COOKIE, new_login_csrf_token
@@ -129,7 +130,9 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
             "login.html",
             {"csrf_token": token, "email": request.field("email"), "section": "login", **outcome},
         )
-        page.headers.append(set_cookie(LOGIN_CSRF_COOKIE, token, 600, is_tls(request.scope), "/admin/login"))
+        page.headers.append(
+            set_cookie(LOGIN_CSRF_COOKIE, token, 600, served_over_tls(request.scope), "/admin/login")
+        )
         return page
 
     async def login(request: UIRequest) -> Outcome | Redirect:
@@ -146,7 +149,7 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
             target,
             [
                 session_cookie(session.token, ttl, request.scope),
-                set_cookie(LOGIN_CSRF_COOKIE, "", 0, is_tls(request.scope), "/admin/login"),
+                set_cookie(LOGIN_CSRF_COOKIE, "", 0, served_over_tls(request.scope), "/admin/login"),
             ],
         )
 
@@ -171,7 +174,7 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
 
     async def logout(request: UIRequest) -> Redirect:
         await sessions.logout(db(), request.admin.session_id)
-        return Redirect("/admin/login", [set_cookie(SESSION_COOKIE, "", 0, is_tls(request.scope))])
+        return Redirect("/admin/login", [set_cookie(SESSION_COOKIE, "", 0, served_over_tls(request.scope))])
 
     # --- overview ----------------------------------------------------------------------------
 

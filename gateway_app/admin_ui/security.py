@@ -11,9 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from urllib.parse import urlsplit
-
-from gateway_app.http import Scope, header
 
 CSRF_FIELD = "csrf_token"
 LOGIN_CSRF_COOKIE = "gw_login_csrf"
@@ -41,12 +38,3 @@ def new_login_csrf_token() -> str:
 
 def tokens_match(expected: str | None, sent: str | None) -> bool:
     return bool(expected) and bool(sent) and hmac.compare_digest(expected.encode(), sent.encode())
-
-
-def same_origin(scope: Scope) -> bool:
-    """The Origin (or, without it, the Referer) names the host the browser sent this request to."""
-    host = header(scope, b"host")
-    source = header(scope, b"origin") or header(scope, b"referer")
-    if host is None or source is None:
-        return False
-    return urlsplit(source.decode("latin-1")).netloc == host.decode("latin-1")

@@ -83,10 +83,14 @@ class GatewaySecrets(pulumi.ComponentResource):
     @staticmethod
     def _generated_seed_key(opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
         # The gateway key format: gwk_<public_id 12 x [a-z0-9]>.<secret 40 x [A-Za-z0-9]>.
-        public_id = random.RandomString(
-            "seed-key-public-id", length=12, special=False, upper=False, opts=opts
+        # RandomString's result is plain in the state unless marked: both halves are encrypted there.
+        secret_result = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["result"])
         )
-        secret = random.RandomString("seed-key-secret", length=40, special=False, opts=opts)
+        public_id = random.RandomString(
+            "seed-key-public-id", length=12, special=False, upper=False, opts=secret_result
+        )
+        secret = random.RandomString("seed-key-secret", length=40, special=False, opts=secret_result)
         return pulumi.Output.format("gwk_{0}.{1}", public_id.result, secret.result)
 
     @staticmethod

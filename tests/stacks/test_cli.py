@@ -15,6 +15,7 @@ from stacks import diff as stack_diff
 from stacks.offline import OfflineRun
 from stacks.render import inventory
 from stacks.settings import REPO_ROOT
+from tests.stacks.conftest import secret_values
 
 
 def test_render_command_in_a_fresh_process(tmp_path: Path) -> None:
@@ -29,6 +30,25 @@ def test_render_command_in_a_fresh_process(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "resources.json").read_text())
     assert document["stack"] == "local"
     assert (tmp_path / "manifests" / "deployment_llm-gateway.yaml").is_file()
+
+
+def test_seeded_key_never_appears_in_render_output(runs: dict[str, OfflineRun], tmp_path: Path) -> None:
+    seed_key = secret_values(runs["local"])["GATEWAY_SEED_KEY"]
+    key_secret = seed_key.split(".", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "stacks", "render", "--stack", "local", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(written) > 5
+    for text in [result.stdout, result.stderr, *(path.read_text() for path in written)]:
+        assert seed_key not in text and key_secret not in text
+    # The render is of the same deterministic program: the Secret that holds the key is there.
+    assert "GATEWAY_SEED_KEY" in (tmp_path / "manifests" / "secret_llm-gateway-env.yaml").read_text()
 
 
 def test_render_refuses_unknown_stack(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -12,10 +12,19 @@ import yaml
 from pulumi.runtime import rpc
 
 from gateway_app.config import parse_settings as parse_gateway_config
+from stacks.components.network import NAMESPACE_LABEL
 from stacks.offline import REDACTED, OfflineRun, run_stack, stack_file
 from stacks.policy.validators import RESOURCE_CHECKS, STACK_CHECKS, Resource
-from tests.stacks.conftest import STACKS, gateway_config, secret_values
+from stacks.settings import GatewayAppSettings
+from tests.stacks.conftest import STACKS, gateway_config, raw_settings, secret_values
 
+_REFERENCES = (
+    "GATEWAY_DATABASE_URL",
+    "GATEWAY_BOOTSTRAP_ADMIN_PASSWORD",
+    "GATEWAY_SEED_KEY",
+    "OPENAI_API_KEY",
+    "VLLM_API_KEY",
+)
 SEED_KEY = re.compile(r"^gwk_[a-z0-9]{12}\.[A-Za-z0-9]{40}$")
 
 
@@ -90,14 +99,7 @@ def test_migration_job_completes_before_the_rollout(runs: dict[str, OfflineRun],
 def test_gateway_config_is_valid_and_holds_only_references(runs: dict[str, OfflineRun], stack: str) -> None:
     run = runs[stack]
     config = gateway_config(run)
-    references = {
-        "GATEWAY_DATABASE_URL",
-        "GATEWAY_BOOTSTRAP_ADMIN_PASSWORD",
-        "GATEWAY_SEED_KEY",
-        "OPENAI_API_KEY",
-        "VLLM_API_KEY",
-    }
-    settings = parse_gateway_config(config, f"{stack} ConfigMap", environ=dict.fromkeys(references, "dummy"))
+    settings = parse_gateway_config(config, f"{stack} ConfigMap", environ=dict.fromkeys(_REFERENCES, "dummy"))
     assert settings.database.url.ref == "env.GATEWAY_DATABASE_URL"
     assert settings.database.migrations == "check"
     assert settings.service_accounts[0].keys[0].secret.ref == "env.GATEWAY_SEED_KEY"
@@ -125,6 +127,34 @@ def test_generated_secrets_are_secret_everywhere(runs: dict[str, OfflineRun], st
         assert not [name for name, value in values.items() if value in plain], urn
     database_outputs = next(out for urn, out in run.component_outputs.items() if urn.endswith("::database"))
     assert rpc.is_rpc_secret(database_outputs["url"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_generated_strings_are_secret_in_state(runs: dict[str, OfflineRun], stack: str) -> None:
+    """RandomString (unlike RandomPassword) keeps its result in plain state unless marked secret."""
+    generated = runs[stack].by_type("RandomString")
+    assert {r.name for r in generated} == {"seed-key-public-id", "seed-key-secret"}
+    for resource in generated:
+        assert "result" in resource.secret_outputs, resource.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_gateway_trusts_the_ingress_for_client_addresses(runs: dict[str, OfflineRun], stack: str) -> None:
+    config = gateway_config(runs[stack])
+    default = GatewayAppSettings.model_fields["trusted_proxies"].default
+    assert config["server"]["trusted_proxies"] == default and "10.0.0.0/8" in default
+    # Only the ingress controller's namespace (and monitoring) may connect, so only it can claim them.
+    sources = runs[stack].one("NetworkPolicy", "gateway-network-policy").values["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "ingress-nginx"}}} in sources
+
+
+def test_trusted_proxies_are_a_stack_setting() -> None:
+    gateway = raw_settings("local")["gateway"]
+    run = run_stack("local", overrides={"gateway": {**gateway, "trustedProxies": ["10.244.0.0/16"]}})
+    config = gateway_config(run)
+    assert config["server"]["trusted_proxies"] == ["10.244.0.0/16"]
+    parsed = parse_gateway_config(config, "local ConfigMap", environ=dict.fromkeys(_REFERENCES, "dummy"))
+    assert parsed.server.trusted_proxies == ["10.244.0.0/16"]
 
 
 def test_local_is_one_replica_with_in_cluster_database(runs: dict[str, OfflineRun]) -> None:
