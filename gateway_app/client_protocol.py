@@ -3,10 +3,14 @@
 uvicorn bounds none of these with httptools: a connection that never sends a request head
 is kept forever (slowloris), a head of any size is buffered (httptools keeps a header value
 whole until it ends), and a client that goes away mid-request is only noticed by an
-application that polls ``receive()``. This subclass adds, at a cost of one timer per request:
+application that polls ``receive()``. This subclass adds, without a timer per request (timers
+cost microseconds on the hot path):
 
-- a request-head deadline (``request_head_timeout_seconds``): 408 if some of it came, else
-  the connection is just closed;
+- a request-head deadline: ``request_head_timeout_seconds`` from the connection to the end of
+  its first head (408 if some of it came, else the connection is just closed); the heads of
+  later requests on a kept-alive connection are bounded by uvicorn's keep-alive timer
+  (``keep_alive_timeout_seconds`` after the previous response), left running until the head
+  is complete instead of being cancelled by its first byte;
 - head size and header count limits: 431, then close;
 - a connection cap (``max_connections``): a JSON 503 written at once, then close;
 - a lingering close when the answer goes out before the request is read to its end (413,
@@ -93,7 +97,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: ClientLimits, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._limits = limits
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = None  # the first head only
+        self._in_head = True  # between the end of a response (or the connection) and a complete head
         self._head_bytes = 0  # bytes received since the current request head began
         self._watch = DisconnectWatch()
         self._lingering = 0  # bytes discarded since the lingering close began; 0: not lingering
@@ -110,7 +115,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
             return
         super().connection_made(transport)
-        self._start_head_timer()
+        self._head_timer = self.loop.call_later(self._limits.head_timeout, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
@@ -120,10 +125,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             watch.task.cancel()
             watch.task = None
         super().connection_lost(exc)
-
-    def _start_head_timer(self) -> None:
-        self._head_bytes = 0
-        self._head_timer = self.loop.call_later(self._limits.head_timeout, self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -167,15 +168,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._lingering > LINGER_MAX_BYTES:
                 self.transport.close()
             return
-        self._unset_keepalive_if_required()
-        in_head = self._head_timer is not None
-        if in_head:
+        if self._in_head:
             self._head_bytes += len(data)
         elif self.cycle is None or self.cycle.response_complete:
-            # The first bytes of the next request on a kept-alive connection.
-            self._start_head_timer()
+            # The first bytes of the next request on a kept-alive connection: the keep-alive
+            # timer keeps running until its head is complete (on_headers_complete).
+            self._in_head = True
             self._head_bytes = len(data)
-            in_head = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -191,7 +190,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             self.send_400_response("Upgrades are not supported.")
             return
-        if self._head_timer is not None and self._head_bytes > self._limits.max_header_bytes:
+        if self._in_head and self._head_bytes > self._limits.max_header_bytes:
             # Still in the head after this many bytes: refuse before buffering more of it.
             self._refuse(431, f"request head larger than {self._limits.max_header_bytes} bytes")
 
@@ -204,7 +203,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
             if size > limits.max_header_bytes:
                 raise _Refused(431, f"request head larger than {limits.max_header_bytes} bytes")
+        self._in_head = False
         self._stop_head_timer()
+        self._unset_keepalive_if_required()
         super().on_headers_complete()
         self.scope["extensions"] = {DISCONNECT_EXTENSION: self._watch}
         self._watch.gone = False

@@ -135,6 +135,8 @@ class FaultUpstream:
                 writer.close()
 
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        if writer.transport.is_closing():  # uvloop raises RuntimeError on a write after close
+            raise ConnectionResetError("the client closed the connection")
         writer.write(data)
         self.stats.bytes_sent += len(data)
         await writer.drain()

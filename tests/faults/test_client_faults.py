@@ -171,3 +171,25 @@ def test_connections_beyond_the_cap_get_a_clear_503(fault_gateway) -> None:
     assert [status for status, _ in refused] == [503] * 5
     assert orjson.loads(refused[0][1])["error"]["code"] == "too_many_connections"
     assert status_after == 200  # capacity comes back when connections close
+
+
+def test_a_partial_head_on_a_kept_alive_connection_is_bounded_by_the_keep_alive_timeout(
+    fault_gateway,
+) -> None:
+    gateway = fault_gateway(server={"keep_alive_timeout_seconds": 1})
+
+    async def second_head_never_ends() -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(chat_request(gateway.port, gateway.key))
+        first = await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        started = time.monotonic()
+        async with asyncio.timeout(15):
+            while await reader.read(65536):  # the rest of the first answer, then EOF
+                pass
+        writer.close()
+        return first, time.monotonic() - started
+
+    first, held = asyncio.run(second_head_never_ends())
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert held < 4, held  # closed about 1 s after the first answer, not held forever
