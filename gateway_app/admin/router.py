@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from gateway_app.http import Headers, HTTPError, Receive, Scope, header, parse_json_object, read_body
@@ -19,6 +19,29 @@ def path_pattern(template: str) -> re.Pattern[str]:
     pieces = _PARAM.split(template)  # literal, name, literal, name, ...
     regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(pieces))
     return re.compile(f"^{regex}$")
+
+
+class _Route(Protocol):
+    method: str
+    pattern: re.Pattern[str]
+
+
+RouteT = TypeVar("RouteT", bound=_Route)
+
+
+def match_route(routes: list[RouteT], method: str, path: str, missing: str) -> tuple[RouteT, dict[str, str]]:
+    """The route for method and path, with its path parameters; 405 if only the method is wrong."""
+    allowed = False
+    for route in routes:
+        found = route.pattern.match(path)
+        if found is None:
+            continue
+        if route.method == method:
+            return route, {k: unquote(v) for k, v in found.groupdict().items()}
+        allowed = True
+    if allowed:
+        raise HTTPError(405, f"{method} is not allowed on {path}", "method_not_allowed")
+    raise HTTPError(404, missing, "not_found")
 
 
 @dataclass
@@ -72,7 +95,7 @@ AdminHandler = Callable[[AdminRequest], Awaitable[AdminResponse]]
 
 
 @dataclass
-class _Route:
+class _AdminRoute:
     method: str
     pattern: re.Pattern[str]
     handler: AdminHandler
@@ -84,7 +107,7 @@ class _Route:
 class AdminRouter:
     def __init__(self, prefix: str = "/admin/api"):
         self.prefix = prefix
-        self._routes: list[_Route] = []
+        self._routes: list[_AdminRoute] = []
 
     def add(
         self,
@@ -96,18 +119,8 @@ class AdminRouter:
         before_password_change: bool = False,
     ) -> None:
         self._routes.append(
-            _Route(method, path_pattern(self.prefix + path), handler, public, before_password_change)
+            _AdminRoute(method, path_pattern(self.prefix + path), handler, public, before_password_change)
         )
 
-    def match(self, method: str, path: str) -> tuple[_Route, dict[str, str]]:
-        allowed = False
-        for route in self._routes:
-            found = route.pattern.match(path)
-            if found is None:
-                continue
-            if route.method == method:
-                return route, {k: unquote(v) for k, v in found.groupdict().items()}
-            allowed = True
-        if allowed:
-            raise HTTPError(405, f"{method} is not allowed on {path}", "method_not_allowed")
-        raise HTTPError(404, f"no admin route {method} {path}", "not_found")
+    def match(self, method: str, path: str) -> tuple[_AdminRoute, dict[str, str]]:
+        return match_route(self._routes, method, path, f"no admin route {method} {path}")

@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader
 from gateway_app import __version__
 from gateway_app.admin.cookie import SESSION_COOKIE, read_cookie
 from gateway_app.admin.origin import cross_origin_reason
-from gateway_app.admin.router import path_pattern
+from gateway_app.admin.router import match_route, path_pattern
 from gateway_app.admin.sessions import authenticate
 from gateway_app.admin_ui import pages
 from gateway_app.admin_ui.pages import Action, Page, Redirect, UIRequest, View
@@ -101,7 +101,7 @@ class AdminUI:
             await self._render(send, result)
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Page | Redirect:
-        route, params = self._match(scope["method"], scope["path"])
+        route, params = match_route(self._routes, scope["method"], scope["path"], f"no page {scope['path']}")
         request = UIRequest(scope, params)
         if route.method == "POST" and cross_origin_reason(scope) is not None:
             raise HTTPError(403, "form refused: it was not posted from this site (Origin check)", "csrf")
@@ -141,19 +141,6 @@ class AdminUI:
         if isinstance(page, Page) and "status" in outcome:
             page.status = outcome["status"]
         return page
-
-    def _match(self, method: str, path: str) -> tuple[_Route, dict[str, str]]:
-        allowed = False
-        for route in self._routes:
-            found = route.pattern.match(path)
-            if found is None:
-                continue
-            if route.method == method:
-                return route, found.groupdict()
-            allowed = True
-        if allowed:
-            raise HTTPError(405, f"{method} is not allowed on {path}", "method_not_allowed")
-        raise HTTPError(404, f"no page {path}", "not_found")
 
     async def _render(self, send: Send, page: Page) -> None:
         context = {"version": __version__, "prefix": PREFIX, "csrf_field": CSRF_FIELD, **page.context}
