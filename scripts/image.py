@@ -219,16 +219,19 @@ def build_image(
         tag = tag or f"{IMAGE_NAME}:{version}"
         hashed = LOCK_FILE.exists()
         requirements = LOCK_FILE.read_text() if hashed else "\n".join(wheel_requirements(wheel)) + "\n"
-        inputs = _sha256(source.encode(), requirements.encode(), base_image.encode(), DOCKERFILE.read_bytes())
+        revision = git_revision()
+        inputs = _sha256(
+            *(part.encode() for part in (source, requirements, base_image, revision)), DOCKERFILE.read_bytes()
+        )
         if image_label(tag, INPUTS_LABEL) == inputs:
-            log(f"{tag}: up to date (same wheel, dependencies, base image and Dockerfile)")
+            log(f"{tag}: up to date (same wheel, dependencies, base image, Dockerfile and revision)")
             return tag
         house = wheelhouse(requirements, hashed, base_image)
         with tempfile.TemporaryDirectory(prefix="context-", dir=BUILD_DIR) as context:
             shutil.copytree(house, Path(context) / "deps")
             (Path(context) / "gateway").mkdir()
             shutil.copy2(wheel, Path(context) / "gateway" / wheel.name)
-            build_args = [f"BASE_IMAGE={base_image}", f"VERSION={version}", f"REVISION={git_revision()}"]
+            build_args = [f"BASE_IMAGE={base_image}", f"VERSION={version}", f"REVISION={revision}"]
             _run(
                 ["docker", "build", "--network", "none", "--file", str(DOCKERFILE), "--tag", tag]
                 + [arg for value in build_args for arg in ("--build-arg", value)]
