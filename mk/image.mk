@@ -15,6 +15,6 @@ image: $(STAMP)
 
 ## hadolint: lint gateway_app/Dockerfile (.hadolint.yaml holds each ignore and its reason)
 hadolint: $(STAMP)
-	$(VENV)/bin/hadolint gateway_app/Dockerfile
+	$(VENV)/bin/hadolint --config .hadolint.yaml gateway_app/Dockerfile
 
 lint: hadolint
