@@ -231,11 +231,16 @@ def build_image(
             shutil.copytree(house, Path(context) / "deps")
             (Path(context) / "gateway").mkdir()
             shutil.copy2(wheel, Path(context) / "gateway" / wheel.name)
-            build_args = [f"BASE_IMAGE={base_image}", f"VERSION={version}", f"REVISION={revision}"]
+            build_args = [
+                f"BASE_IMAGE={base_image}",
+                f"VERSION={version}",
+                f"REVISION={revision}",
+                f"BUILD_INPUTS={inputs}",
+            ]
             _run(
                 ["docker", "build", "--network", "none", "--file", str(DOCKERFILE), "--tag", tag]
                 + [arg for value in build_args for arg in ("--build-arg", value)]
-                + ["--label", f"{INPUTS_LABEL}={inputs}", context],
+                + [context],
                 BUILD_TIMEOUT_SECONDS,
                 f"docker build of {tag}",
                 env={**os.environ, "DOCKER_BUILDKIT": "0"},
