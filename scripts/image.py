@@ -1,13 +1,14 @@
 """`make image`: the gateway image, built without network from a wheelhouse made beforehand.
 
-1. The gateway wheel: the one given (`--wheel`, e.g. a test release) or `pip wheel --no-deps .`.
+1. The gateway wheel: the one given (`--wheel`, e.g. a test release) or `pip wheel --no-deps .`,
+   unpacked with `pip install --no-deps --target` into the build context (one small layer).
 2. The wheelhouse of its runtime dependencies: `requirements-runtime.lock` (pinned, with hashes)
    when it exists, else the wheel's own Requires-Dist. It is resolved by the base image's own
    Python (a throwaway container of BASE_IMAGE on the host network), because dependency markers
    differ between patch releases (redis needs async-timeout below Python 3.11.3; the local base
    has 3.11.2). It is kept under build/wheelhouse/<digest> and reused while its inputs hold.
-3. `DOCKER_BUILDKIT=0 docker build --network none` (gateway_app/Dockerfile): pip installs only
-   from that wheelhouse (`--no-index`), so no package can come from anywhere else.
+3. `DOCKER_BUILDKIT=0 docker build --network none` (gateway_app/Dockerfile): pip installs the
+   dependencies only from that wheelhouse (`--no-index`): no package can come from anywhere else.
 
 The image is skipped when one with the same tag was built from the same inputs (the
 `llm-gateway.inputs` label). Concurrent builds (pytest-xdist workers) serialize on a file lock.
@@ -37,6 +38,7 @@ BUILD_DIR = REPO / "build"
 IMAGE_NAME = "llm-gateway"
 LOCAL_BASE_IMAGE = "local/python:3.11-bookworm"
 INPUTS_LABEL = "llm-gateway.inputs"
+IMAGE_APP_DIR = "/opt/gateway-app"  # gateway_app/Dockerfile copies gateway-app/ there
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Bounds: resolving the wheelhouse downloads from the package index; a cold build on the vfs
 # storage driver takes about 1.5 min.
@@ -192,6 +194,28 @@ def wheelhouse(requirements: str, hashed: bool, base_image: str) -> Path:
     return house
 
 
+def unpack_gateway(wheel: Path, target: Path) -> None:
+    """Install the (pure-Python) gateway wheel, without dependencies, into ``target``: the image
+    copies it to /opt/gateway-app as one small layer. Done here rather than in a build step
+    because every build step copies the whole image on the vfs storage driver."""
+    pip_install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps"]
+    _run(
+        [*pip_install, "--no-compile", "--target", str(target), str(wheel)],
+        120,
+        f"unpacking {wheel.name}",
+    )
+    # pip wrote the console script for this interpreter; in the image it runs the venv's.
+    script = target / "bin" / "gateway"
+    lines = script.read_text().splitlines(keepends=True)
+    script.write_text("#!/opt/gateway/bin/python\n" + "".join(lines[1:]))
+    # Bytecode now (the image's root filesystem is read-only), with the paths it will have there.
+    _run(
+        [sys.executable, "-m", "compileall", "-q", "-d", IMAGE_APP_DIR, str(target)],
+        120,
+        "compiling the gateway's bytecode",
+    )
+
+
 def git_revision() -> str:
     done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO, timeout=30)
     if done.returncode != 0:
@@ -229,8 +253,7 @@ def build_image(
         house = wheelhouse(requirements, hashed, base_image)
         with tempfile.TemporaryDirectory(prefix="context-", dir=BUILD_DIR) as context:
             shutil.copytree(house, Path(context) / "deps")
-            (Path(context) / "gateway").mkdir()
-            shutil.copy2(wheel, Path(context) / "gateway" / wheel.name)
+            unpack_gateway(wheel, Path(context) / "gateway-app")
             build_args = [
                 f"BASE_IMAGE={base_image}",
                 f"VERSION={version}",
