@@ -84,6 +84,23 @@ def test_image_is_labelled_with_version_and_revision_and_runs_as_10001(gateway_i
     assert version.stdout.strip() == __version__
 
 
+def test_a_given_wheel_and_tag_make_an_image_of_that_release(gateway_image: str, tmp_path: Path) -> None:
+    # What upgrade tests do: package a test release; the dependency layer comes from the cache.
+    wheel = d.release_wheel("0.90.1", tmp_path)
+    tag = f"{d.unique_name('release')}:0.90.1"
+    try:
+        assert d.build_gateway_image(wheel, tag) == tag
+        labels = d.inspect(tag)["Config"]["Labels"]
+        assert labels["org.opencontainers.image.version"] == "0.90.1"
+        assert d.docker("run", "--rm", "--network", "none", tag, "version").stdout.strip() == "0.90.1"
+        # Same dependency venv layer as this checkout's image: only the gateway differs.
+        layers = {image: d.inspect(image)["RootFS"]["Layers"] for image in (gateway_image, tag)}
+        assert layers[tag][:-1] == layers[gateway_image][:-1]
+        assert layers[tag][-1] != layers[gateway_image][-1]
+    finally:
+        d.docker("image", "rm", "--force", tag, check=False)
+
+
 def test_hardened_container_serves_chat_and_stream_and_turns_healthy(
     gateway_image: str, containers: Containers
 ) -> None:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import secrets
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,25 @@ def build_gateway_image(wheel: Path | None = None, tag: str | None = None) -> st
         return image_build.build_image(wheel, tag, base, log=lambda _msg: None)
     except image_build.ImageBuildError as exc:
         raise RuntimeError(str(exc)) from exc
+
+
+def release_wheel(version: str, out_dir: Path) -> Path:
+    """A gateway wheel of this checkout relabelled as ``version`` (a test release for upgrades)."""
+    src = out_dir / f"src-{version}"
+    shutil.copytree(REPO / "gateway_app", src / "gateway_app", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    init = src / "gateway_app" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = "[^"]+"', f'__version__ = "{version}"', init.read_text()))
+    wheels = out_dir / f"dist-{version}"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("*.whl")
+    return wheel
 
 
 def unique_name(what: str) -> str:
