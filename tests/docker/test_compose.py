@@ -34,6 +34,11 @@ def test_env_example_names_the_image_make_image_builds() -> None:
     assert _env_example()["GATEWAY_IMAGE"] == f"{d.image_build.IMAGE_NAME}:{__version__}"
 
 
+# docker-compose 1.29 gives up on an engine call after 60 s by default; on the vfs driver of
+# a loaded machine creating one container can take longer (it then appears after `down`).
+COMPOSE_HTTP_TIMEOUT_SECONDS = "600"
+
+
 def _compose(project_dir: Path, project: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["docker-compose", "--project-name", project, "--file", str(project_dir / "compose.yaml"), *args],
@@ -41,6 +46,7 @@ def _compose(project_dir: Path, project: str, *args: str, timeout: float) -> sub
         text=True,
         timeout=timeout,
         cwd=project_dir,
+        env={**os.environ, "COMPOSE_HTTP_TIMEOUT": COMPOSE_HTTP_TIMEOUT_SECONDS},
     )
 
 
