@@ -6,13 +6,29 @@ PY := $(VENV)/bin/python
 RUN_DIR := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test lint bench clean
+.PHONY: up down test lint bench clean lock lock-upgrade
 
-$(STAMP): requirements.txt pyproject.toml $(wildcard requirements-*.txt)
+# .venv holds exactly requirements.lock (hashes checked), then the project itself, editable.
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Both lock files from the ranges in pyproject.toml (runtime) and requirements.txt (tooling,
+# tests); the runtime one is the image's, constrained to the same versions. Existing pins are
+# kept unless `make lock-upgrade`. uv is the only thing installed without a hash, and only here.
+LOCK_FLAGS = --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+## lock: regenerate requirements.lock and requirements-runtime.lock (after changing a range)
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet 'uv>=0.5'
+	$(VENV)/bin/uv pip compile $(LOCK_FLAGS) $(LOCK_UPGRADE) pyproject.toml requirements.txt -o requirements.lock
+	$(VENV)/bin/uv pip compile $(LOCK_FLAGS) pyproject.toml -c requirements.lock -o requirements-runtime.lock
+
+## lock-upgrade: the same, moving every pin to the newest version the ranges allow
+lock-upgrade: LOCK_UPGRADE = --upgrade
+lock-upgrade: lock
 
 ## up: install, then playbooks/deploy.yml on the local inventory (SQLite, echo provider) + checks
 up: $(STAMP)
