@@ -1,12 +1,17 @@
-# The two commands: `make up` (run the gateway locally) and `make test` (everything).
+# The two commands: `make up` (run the gateway locally) and `make test` (everything);
+# `make check` is the everyday loop (under a minute). Debian packages come from
+# scripts/system-deps.sh, Python packages from the hashed lock files (`make lock`).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR := .run
 STAMP := $(VENV)/.installed
+# make test's pytest-xdist workers; tests/README.md says how tests are grouped onto them.
+TEST_WORKERS ?= 4
+PYTEST_ARGS ?=
 
-.PHONY: up down test lint bench clean lock lock-upgrade
+.PHONY: up down check test lint bench clean lock lock-upgrade system-deps-up system-deps-bench system-deps-test
 
 # .venv holds exactly requirements.lock (hashes checked), then the project itself, editable.
 $(STAMP): requirements.lock pyproject.toml
@@ -30,25 +35,34 @@ lock:
 lock-upgrade: LOCK_UPGRADE = --upgrade
 lock-upgrade: lock
 
-## up: install, then playbooks/deploy.yml on the local inventory (SQLite, echo provider) + checks
-up: $(STAMP)
-	@$(PY) scripts/local.py up --root $(RUN_DIR)/local
+# Debian packages per profile: installed as root, named (with the apt-get line) otherwise.
+system-deps-up system-deps-bench system-deps-test: system-deps-%:
+	@scripts/system-deps.sh $*
+
+## up: haproxy/supervisor (as root), .venv, then deploy.yml on the local inventory (SQLite, echo provider) + checks
+##     GATEWAY_PORT=18080 GATEWAY_ROOT=/tmp/gw make up: another load balancer port (instances on the next two) and root
+up: system-deps-up $(STAMP)
+	@$(PY) scripts/local.py up --root $(or $(GATEWAY_ROOT),$(RUN_DIR)/local) $(if $(GATEWAY_PORT),--port $(GATEWAY_PORT))
 
 ## down: stop the local gateway (data stays in .run/local)
 down:
-	@test -x $(PY) && $(PY) scripts/local.py down --root $(RUN_DIR)/local || true
+	@test -x $(PY) && $(PY) scripts/local.py down --root $(or $(GATEWAY_ROOT),$(RUN_DIR)/local) || true
 
 ## lint: ruff over the whole tree
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## test: lint, then the whole pytest suite (PostgreSQL at 127.0.0.1:5432 required)
-test: lint
-	$(PY) -m pytest
+## check: the everyday loop, under a minute: ruff, then the in-process tests (tests/unit)
+check: lint
+	$(PY) -m pytest tests/unit -q
+
+## test: Debian packages (as root), lint, then the whole suite on $(TEST_WORKERS) workers (PostgreSQL at 127.0.0.1:5432)
+test: system-deps-test lint
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## bench: gateway vs direct upstream, printed (needs nginx and wrk: see bench/README.md)
-bench: $(STAMP)
+bench: system-deps-bench $(STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.failover
 
