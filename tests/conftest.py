@@ -1,4 +1,5 @@
-"""Shared fixtures: throwaway databases on both backends, configs, real processes."""
+"""Shared fixtures: throwaway databases on both backends, configs, real processes; and how
+`make test` spreads the suite over pytest-xdist workers (tests/README.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,22 @@ from tests.support.processes import FakeUpstreamProcess, GatewayProcess, free_po
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", "postgres"]
+
+# Session fixtures whose state later tests build on (in file order): every test using one runs
+# on the same worker, in collection order, so the fixture exists once per session.
+SHARED_SESSION_GROUPS = {"local_deployment": "local-deployment"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """xdist groups for `--dist loadgroup`: a file's tests stay on one worker (its module fixtures
+    start once) unless they share a session fixture above or carry their own xdist_group mark."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        shared = [SHARED_SESSION_GROUPS[f] for f in item.fixturenames if f in SHARED_SESSION_GROUPS]
+        group = shared[0] if shared else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 async def _pg_admin(sql: str) -> None:
