@@ -59,7 +59,7 @@ check: lint
 
 ## test: Debian packages (as root), lint, then the whole suite on $(TEST_WORKERS) workers (PostgreSQL at 127.0.0.1:5432)
 test: system-deps-test lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## bench: gateway vs direct upstream, printed (needs nginx and wrk: see bench/README.md)
 bench: system-deps-bench $(STAMP)

@@ -19,21 +19,47 @@ from tests.support.processes import FakeUpstreamProcess, GatewayProcess, free_po
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", "postgres"]
 
-# Session fixtures whose state later tests build on (in file order): every test using one runs
-# on the same worker, in collection order, so the fixture exists once per session.
-SHARED_SESSION_GROUPS = {"local_deployment": "local-deployment"}
+# How `make test` spreads the suite over pytest-xdist workers (tests/README.md): one file is one
+# unit of work (its module fixtures start once), except files that build on one session
+# fixture's state in file order: they form one unit, run on one worker in collection order.
+SHARED_SESSION_FIXTURES = {
+    "local_deployment": (
+        "tests/playbooks/test_deploy.py",
+        "tests/playbooks/test_runbooks.py",
+        "tests/playbooks/test_upgrade.py",
+    ),
+}
+_UNIT_OF_FILE = {path: fixture for fixture, paths in SHARED_SESSION_FIXTURES.items() for path in paths}
 
 
-@pytest.hookimpl(tryfirst=True)
+def work_unit(nodeid: str) -> str:
+    """The xdist unit of work a test belongs to: its file, or its shared session fixture."""
+    path = nodeid.split("::", 1)[0]
+    return _UNIT_OF_FILE.get(path, path)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    # Own scheduler: xdist's loadgroup renames items' nodeids, which pytest 9.2 no longer allows.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """xdist groups for `--dist loadgroup`: a file's tests stay on one worker (its module fixtures
-    start once) unless they share a session fixture above or carry their own xdist_group mark."""
+    """A test using a shared session fixture from a file not listed with it would get a second
+    copy of the fixture on another worker: refuse the collection and say what to add."""
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        shared = [SHARED_SESSION_GROUPS[f] for f in item.fixturenames if f in SHARED_SESSION_GROUPS]
-        group = shared[0] if shared else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        for fixture, paths in SHARED_SESSION_FIXTURES.items():
+            path = item.nodeid.split("::", 1)[0]
+            if fixture in item.fixturenames and path not in paths:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses the session fixture {fixture}: add {path} to "
+                    f"SHARED_SESSION_FIXTURES[{fixture!r}] in tests/conftest.py (tests/README.md)"
+                )
 
 
 async def _pg_admin(sql: str) -> None:
