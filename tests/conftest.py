@@ -19,23 +19,17 @@ from tests.support.processes import FakeUpstreamProcess, GatewayProcess, free_po
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", "postgres"]
 
-# How `make test` spreads the suite over pytest-xdist workers (tests/README.md): one file is one
-# unit of work (its module fixtures start once), except files that build on one session
-# fixture's state in file order: they form one unit, run on one worker in collection order.
-SHARED_SESSION_FIXTURES = {
-    "local_deployment": (
-        "tests/playbooks/test_deploy.py",
-        "tests/playbooks/test_runbooks.py",
-        "tests/playbooks/test_upgrade.py",
-    ),
-}
-_UNIT_OF_FILE = {path: fixture for fixture, paths in SHARED_SESSION_FIXTURES.items() for path in paths}
+# How `make test` spreads the suite over pytest-xdist workers (tests/README.md): a file is one
+# unit of work, run on one worker in file order (its module fixtures start once). The files
+# listed here hold long tests that do not depend on each other: each test is its own unit, and
+# each worker that runs some of them builds the session fixtures they use (a deployment) once.
+PER_TEST_FILES = frozenset({"tests/playbooks/test_runbooks.py"})
 
 
 def work_unit(nodeid: str) -> str:
-    """The xdist unit of work a test belongs to: its file, or its shared session fixture."""
+    """The xdist unit of work a test belongs to: its file, or itself in PER_TEST_FILES."""
     path = nodeid.split("::", 1)[0]
-    return _UNIT_OF_FILE.get(path, path)
+    return nodeid if path in PER_TEST_FILES else path
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -47,19 +41,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return work_unit(nodeid)
 
     return WorkUnitScheduling(config, log)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test using a shared session fixture from a file not listed with it would get a second
-    copy of the fixture on another worker: refuse the collection and say what to add."""
-    for item in items:
-        for fixture, paths in SHARED_SESSION_FIXTURES.items():
-            path = item.nodeid.split("::", 1)[0]
-            if fixture in item.fixturenames and path not in paths:
-                raise pytest.UsageError(
-                    f"{item.nodeid} uses the session fixture {fixture}: add {path} to "
-                    f"SHARED_SESSION_FIXTURES[{fixture!r}] in tests/conftest.py (tests/README.md)"
-                )
 
 
 async def _pg_admin(sql: str) -> None:

@@ -195,7 +195,8 @@ class Deployment:
 
 @pytest.fixture(scope="session")
 def local_deployment(tmp_path_factory: pytest.TempPathFactory, releases: Releases) -> Iterator[Deployment]:
-    """The local inventory deployed once (SQLite, release v1), shared by the runbook modules."""
+    """The local inventory deployed once per worker (SQLite, release v1), shared by the runbook
+    modules: each test leaves it serving release v1 for the next."""
     deployment = Deployment(tmp_path_factory.mktemp("local") / "root", releases)
     try:
         first = deployment.ok("deploy.yml", gateway_wheel=str(releases.wheels[RELEASE_V1]))
