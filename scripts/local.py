@@ -46,7 +46,7 @@ def up(root: Path, port: int | None) -> None:
         "-e",
         json.dumps(extra),
     ]
-    print(f"$ (cd playbooks && ansible-playbook {' '.join(cmd[2:5])} '{cmd[-1]}')", flush=True)
+    print(f"$ (cd playbooks && ansible-playbook {' '.join(cmd[1:5])} '{cmd[-1]}')", flush=True)
     if subprocess.run(cmd, cwd=PLAYBOOKS, env=env).returncode != 0:
         sys.exit("deploy.yml failed: its last task says what is wrong and what to do next")
     key = _secrets(root)["GATEWAY_SEED_KEY"]
