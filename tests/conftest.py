@@ -36,6 +36,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     # Own scheduler: xdist's loadgroup renames items' nodeids, which pytest 9.2 no longer allows.
     from xdist.scheduler import LoadScopeScheduling
 
+    # Units in collection order, not largest first: the directories of long process and playbook
+    # tests (tests/playbooks, ...) sort before the many short test_*.py files and start first.
+    config.option.loadscopereorder = False
+
     class WorkUnitScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
