@@ -1,4 +1,5 @@
-"""Shared fixtures: throwaway databases on both backends, configs, real processes."""
+"""Shared fixtures: throwaway databases on both backends, configs, real processes; and how
+`make test` spreads the suite over pytest-xdist workers (tests/README.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,33 @@ from tests.support.processes import FakeUpstreamProcess, GatewayProcess, free_po
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", "postgres"]
+
+# How `make test` spreads the suite over pytest-xdist workers (tests/README.md): a file is one
+# unit of work, run on one worker in file order (its module fixtures start once). The files
+# listed here hold long tests that do not depend on each other: each test is its own unit, and
+# each worker that runs some of them builds the session fixtures they use (a deployment) once.
+PER_TEST_FILES = frozenset({"tests/playbooks/test_runbooks.py"})
+
+
+def work_unit(nodeid: str) -> str:
+    """The xdist unit of work a test belongs to: its file, or itself in PER_TEST_FILES."""
+    path = nodeid.split("::", 1)[0]
+    return nodeid if path in PER_TEST_FILES else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    # Own scheduler: xdist's loadgroup renames items' nodeids, which pytest 9.2 no longer allows.
+    from xdist.scheduler import LoadScopeScheduling
+
+    # Units in collection order, not largest first: the directories of long process and playbook
+    # tests (tests/playbooks, ...) sort before the many short test_*.py files and start first.
+    config.option.loadscopereorder = False
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
 
 
 async def _pg_admin(sql: str) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from tests.support.processes import REPO, free_port
 
@@ -74,10 +75,7 @@ def _build_release(work: Path, version: str, wheelhouse: Path, migration: bool, 
     return wheelhouse / f"llm_gateway-{version}-py3-none-any.whl"
 
 
-@pytest.fixture(scope="session")
-def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
-    """Three test releases and one wheelhouse with all their dependencies."""
-    work = tmp_path_factory.mktemp("releases")
+def _build_releases(work: Path) -> Releases:
     built = Releases(work / "wheelhouse")
     built.wheelhouse.mkdir()
     v1 = _build_release(work, RELEASE_V1, built.wheelhouse, migration=False, broken=False)
@@ -91,6 +89,26 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     )
     built.wheels = {RELEASE_V1: v1, RELEASE_V2: v2, RELEASE_BROKEN: v3}
     return built
+
+
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    """Three test releases and one wheelhouse with all their dependencies.
+
+    Under pytest-xdist the workers' temp dirs share one parent: the first worker builds there,
+    the others wait on the lock and read the same files.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _build_releases(tmp_path_factory.mktemp("releases"))
+    work = tmp_path_factory.getbasetemp().parent / "releases"
+    with FileLock(f"{work}.lock"):
+        done = work / "built.json"
+        if not done.exists():
+            work.mkdir(exist_ok=True)
+            built = _build_releases(work)
+            done.write_text(json.dumps({v: str(w) for v, w in built.wheels.items()}))
+        wheels = {version: Path(wheel) for version, wheel in json.loads(done.read_text()).items()}
+    return Releases(work / "wheelhouse", wheels)
 
 
 @dataclass
@@ -177,7 +195,8 @@ class Deployment:
 
 @pytest.fixture(scope="session")
 def local_deployment(tmp_path_factory: pytest.TempPathFactory, releases: Releases) -> Iterator[Deployment]:
-    """The local inventory deployed once (SQLite, release v1), shared by the runbook modules."""
+    """The local inventory deployed once per worker (SQLite, release v1), shared by the runbook
+    modules: each test leaves it serving release v1 for the next."""
     deployment = Deployment(tmp_path_factory.mktemp("local") / "root", releases)
     try:
         first = deployment.ok("deploy.yml", gateway_wheel=str(releases.wheels[RELEASE_V1]))

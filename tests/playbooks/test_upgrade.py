@@ -2,7 +2,7 @@
 v1 -> v2 (new migration) under load with zero failed requests; v2 -> broken v3
 rolled back automatically; rollback to v1 refused across the schema change;
 rollback to v1 with the pre-upgrade backup restored. Runs on the shared local
-deployment after the other runbook modules (file order), and leaves it on v1."""
+deployment (after the runbook tests its worker ran before), and leaves it on v1."""
 
 from __future__ import annotations
 

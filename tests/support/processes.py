@@ -24,8 +24,10 @@ def free_port() -> int:
 
 
 def wait_http(
-    url: str, timeout: float = 20.0, expect: int = 200, proc: subprocess.Popen | None = None
+    url: str, timeout: float = 60.0, expect: int = 200, proc: subprocess.Popen | None = None
 ) -> None:
+    # Generous: a bound on start-up next to a parallel suite on a shared 2-core machine (20 s
+    # was exceeded twice there), not a speed check; a process that dies ends the wait at once.
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:

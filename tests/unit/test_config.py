@@ -10,7 +10,7 @@ import yaml
 
 from gateway_app.config import ConfigError, load_settings, parse_settings
 from tests.conftest import base_config
-from tests.support.processes import run_cli
+from tests.support.processes import REPO, run_cli
 
 ENV = {"GATEWAY_SEED_KEY": "x", "GATEWAY_BOOTSTRAP_ADMIN_PASSWORD": "pw"}
 
@@ -22,7 +22,7 @@ def problems_of(data: dict, environ: dict | None = None) -> dict[str, str]:
 
 
 def test_example_configs_are_valid() -> None:
-    root = Path(__file__).resolve().parents[1] / "gateway_app" / "examples"
+    root = REPO / "gateway_app" / "examples"
     env = {**ENV, "GATEWAY_DATABASE_URL": "postgresql://u@h/db", "OPENAI_API_KEY": "k", "VLLM_API_KEY": "k"}
     for name in ("local.yaml", "production.yaml"):
         settings = parse_settings(yaml.safe_load((root / name).read_text()), name, environ=env)
