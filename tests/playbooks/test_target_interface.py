@@ -64,7 +64,9 @@ def test_every_target_declares_the_same_entry_points_and_options(role: str) -> N
         f"extra {sorted(set(specs) - set(reference))}"
     )
     for entry, declared in reference.items():
-        assert _options(specs[entry]) == _options(declared), f"{role}.{entry} options differ from target_hosts"
+        assert _options(specs[entry]) == _options(declared), (
+            f"{role}.{entry} options differ from target_hosts"
+        )
 
 
 @pytest.mark.parametrize("role", TARGET_ROLES)
@@ -89,7 +91,9 @@ def _tasks(node: Any) -> Iterator[dict[str, Any]]:
 
 
 def _yaml_files() -> list[Path]:
-    return sorted(p for p in PLAYBOOKS.rglob("*.yml") if "inventories" not in p.parts and p.name != "ansible.cfg")
+    return sorted(
+        p for p in PLAYBOOKS.rglob("*.yml") if "inventories" not in p.parts and p.name != "ansible.cfg"
+    )
 
 
 def _runbooks() -> list[Path]:
@@ -131,8 +135,11 @@ def test_the_runbook_table_has_one_verdict_per_target() -> None:
     assert set(table) == runbooks, f"table vs playbooks: {set(table) ^ runbooks}"
     for runbook, cells in table.items():
         for target, cell in cells.items():
-            assert re.fullmatch(r"tested here( \(.+\))?|contract-tested( \(.+\))?|not supported \(.+\)", cell), (
-                f"{runbook}/{target}: '{cell}' is not 'tested here', 'contract-tested' or 'not supported (why)'"
+            assert re.fullmatch(
+                r"tested here( \(.+\))?|contract-tested( \(.+\))?|not supported \(.+\)", cell
+            ), (
+                f"{runbook}/{target}: '{cell}' is not 'tested here', 'contract-tested' "
+                "or 'not supported (why)'"
             )
 
 
@@ -174,7 +181,9 @@ def test_every_task_that_sends_a_token_or_password_hides_itself() -> None:
         for task in _tasks(yaml.safe_load(path.read_text()) or [])
         if _sends_a_secret(task) and task.get("no_log") is not True
     ]
-    assert not exposed, f"tasks that send the admin token, a key or a password without no_log: true: {exposed}"
+    assert not exposed, (
+        f"tasks that send the admin token, a key or a password without no_log: true: {exposed}"
+    )
 
 
 def test_no_database_url_on_a_command_line() -> None:
@@ -184,7 +193,13 @@ def test_no_database_url_on_a_command_line() -> None:
         for task in _tasks(yaml.safe_load(path.read_text()) or []):
             command = task.get("ansible.builtin.command") or task.get("ansible.builtin.shell")
             text = str(command)
-            if command and "database_url" in text.lower():
-                if re.search(r"database_url\s*}}", text, re.IGNORECASE) or "pg_url_without_password" not in text:
-                    exposed.append(f"{path.relative_to(REPO)}: {task.get('name')}")
+            if (
+                command
+                and "database_url" in text.lower()
+                and (
+                    re.search(r"database_url\s*}}", text, re.IGNORECASE)
+                    or "pg_url_without_password" not in text
+                )
+            ):
+                exposed.append(f"{path.relative_to(REPO)}: {task.get('name')}")
     assert not exposed, f"a database URL (with its password) in argv: {exposed}"
