@@ -7,10 +7,13 @@ build`` on that:
 - collection/galaxy.yml (version set to gateway_app.__version__), collection/meta/
 - playbooks/roles/*            -> roles/*
 - playbooks/*.yml, tasks/      -> playbooks/ (role names qualified with the collection)
+- playbooks/group_vars/        -> playbooks/group_vars/ (the site defaults the runbooks
+  read at play level; Ansible loads group_vars next to a collection playbook too)
 - playbooks/filter_plugins/*.py -> plugins/filter/
 - docs/runbooks/README.md      -> README.md
 
-Inventories and group_vars are the operator's: the roles carry their defaults.
+Inventories are the operator's (their group_vars/gateway.yml and -e override
+the site defaults); a variable only one role reads is in that role's defaults.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ def stage(staging: Path) -> Path:
         target = runbooks / source.relative_to(PLAYBOOKS)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(qualify_roles(source.read_text(), fqcn))
+    shutil.copytree(PLAYBOOKS / "group_vars", runbooks / "group_vars")
     return root
 
 
