@@ -9,7 +9,7 @@ build`` on that:
 - playbooks/*.yml, tasks/      -> playbooks/ (role names qualified with the collection)
 - playbooks/group_vars/        -> playbooks/group_vars/ (the site defaults the runbooks
   read at play level; Ansible loads group_vars next to a collection playbook too)
-- playbooks/filter_plugins/*.py -> plugins/filter/
+- playbooks/filter_plugins/*.py -> plugins/filter/ (their names qualified where used)
 - docs/runbooks/README.md      -> README.md
 
 Inventories are the operator's (their group_vars/gateway.yml and -e override
@@ -19,6 +19,7 @@ the site defaults); a variable only one role reads is in that role's defaults.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -60,6 +61,27 @@ def qualify_roles(text: str, fqcn: str) -> str:
     return "".join(lines)
 
 
+def filter_names(plugin: Path) -> list[str]:
+    """The filters a filter plugin file declares (FilterModule().filters())."""
+    spec = importlib.util.spec_from_file_location(f"_filter_{plugin.stem}", plugin)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sorted(module.FilterModule().filters())
+
+
+def qualify_filters(root: Path, names: list[str], fqcn: str) -> None:
+    """Rewrite ``| name`` as ``| fqcn.name`` in every task file and template."""
+    if not names:
+        return
+    use = re.compile(r"\|(\s*)(" + "|".join(map(re.escape, names)) + r")\b")
+    for path in [*root.rglob("*.yml"), *root.rglob("*.j2")]:
+        text = path.read_text()
+        qualified = use.sub(rf"|\1{fqcn}.\2", text)
+        if qualified != text:
+            path.write_text(qualified)
+
+
 def stage(staging: Path) -> Path:
     """Assemble the collection tree under staging; return its root."""
     galaxy = yaml.safe_load((SOURCE / "galaxy.yml").read_text())
@@ -76,14 +98,17 @@ def stage(staging: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(PLAYBOOKS / "roles", root / "roles", ignore=ignore)
     (root / "plugins" / "filter").mkdir(parents=True)
+    filters: list[str] = []
     for plugin in sorted((PLAYBOOKS / "filter_plugins").glob("*.py")):
         shutil.copy(plugin, root / "plugins" / "filter" / plugin.name)
+        filters += filter_names(plugin)
     runbooks = root / "playbooks"
     for source in sorted([*PLAYBOOKS.glob("*.yml"), *(PLAYBOOKS / "tasks").glob("*.yml")]):
         target = runbooks / source.relative_to(PLAYBOOKS)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(qualify_roles(source.read_text(), fqcn))
     shutil.copytree(PLAYBOOKS / "group_vars", runbooks / "group_vars")
+    qualify_filters(root, filters, fqcn)
     return root
 
 
