@@ -113,7 +113,7 @@ def test_rotate_provider_secret_reaches_the_upstream(pg_deployment: Deployment, 
 
 
 def _recording_clients(bin_dir: Path, log: Path) -> None:
-    """pg_dump, pg_restore and psql wrappers that record their argv (and a hash of PGPASSWORD)."""
+    """pg_dump, pg_restore and psql wrappers that record their argv and how they got a password."""
     bin_dir.mkdir()
     for program in ("pg_dump", "pg_restore", "psql"):
         real = shutil.which(program)
@@ -122,9 +122,10 @@ def _recording_clients(bin_dir: Path, log: Path) -> None:
         wrapper.write_text(
             "#!/bin/sh\n"
             f'printf "%s\\n" "{program} $*" >> {log}\n'
-            'if [ -n "${PGPASSWORD:-}" ]; then\n'
-            '  digest="$(printf %s "$PGPASSWORD" | sha256sum | cut -d" " -f1)"\n'
-            f'  printf "PGPASSWORD sha256 %s\\n" "$digest" >> {log}\n'
+            f'[ -z "${{PGPASSWORD:-}}" ] || echo "PGPASSWORD set" >> {log}\n'
+            'if [ -s "${PGPASSFILE:-}" ]; then\n'
+            '  digest="$(cut -d: -f5- "$PGPASSFILE" | tr -d "\\n" | sha256sum | cut -d" " -f1)"\n'
+            f'  printf "PGPASSFILE %s %s\\n" "$(stat -c %a "$PGPASSFILE")" "$digest" >> {log}\n'
             "fi\n"
             f'exec {real} "$@"\n'
         )
@@ -134,7 +135,7 @@ def _recording_clients(bin_dir: Path, log: Path) -> None:
 def test_backup_and_restore_keep_the_password_off_every_command_line(
     pg_deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The URL's password reaches the clients through PGPASSWORD only, never argv or the output."""
+    """The URL's password reaches the clients in a 0600 PGPASSFILE only, never argv or the output."""
     password = f"pw-{tmp_path.name[-8:]}-Zq%40x"  # %40: a percent-encoded '@', decoded for PGPASSWORD
     url = pg_deployment.vars["gateway_postgres_url"].replace("postgres@", f"postgres:{password}@", 1)
     log = tmp_path / "argv.log"
@@ -153,5 +154,6 @@ def test_backup_and_restore_keep_the_password_off_every_command_line(
     for secret in (password, decoded):
         assert secret not in recorded, f"the password reached a process's argv:\n{recorded}"
         assert secret not in backup.output and secret not in restore.output
-    delivered = {line.split()[-1] for line in recorded.splitlines() if line.startswith("PGPASSWORD")}
-    assert delivered == {hashlib.sha256(decoded.encode()).hexdigest()}
+    assert "PGPASSWORD set" not in recorded
+    delivered = {tuple(line.split()[1:]) for line in recorded.splitlines() if line.startswith("PGPASSFILE")}
+    assert delivered == {("600", hashlib.sha256(decoded.encode()).hexdigest())}
