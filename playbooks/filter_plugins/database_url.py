@@ -1,7 +1,9 @@
 """Split a PostgreSQL URL so the password never lands on a command line.
 
-``url | pg_url_without_password`` goes in argv (``-d``); ``url | pg_password_env``
-is the task's ``environment`` (PGPASSWORD, or nothing when the URL has no password).
+``url | pg_url_without_password`` goes in argv (``-d``); ``url | pg_passfile_entry``
+is the line of a 0600 password file that PGPASSFILE names. (A task's
+``environment`` would not do: Ansible puts it on the command line of the shell
+that starts the module.)
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ def pg_url_without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
 
 
-def pg_password_env(url: str) -> dict[str, str]:
+def pg_passfile_entry(url: str) -> str:
+    """A pgpass line for any host, port, database and user ('' without a password)."""
     password = urlsplit(url).password
-    return {"PGPASSWORD": unquote(password)} if password is not None else {}
+    if password is None:
+        return ""
+    escaped = unquote(password).replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{escaped}\n"
 
 
 class FilterModule:
     def filters(self) -> dict[str, object]:
-        return {"pg_url_without_password": pg_url_without_password, "pg_password_env": pg_password_env}
+        return {"pg_url_without_password": pg_url_without_password, "pg_passfile_entry": pg_passfile_entry}
