@@ -26,7 +26,7 @@ def _text(body: dict[str, Any], name: str) -> str:
 def register(router: AdminRouter, gateway: Gateway) -> None:
     auth = gateway.settings.auth
     ttl = auth.session_ttl_seconds
-    allowed = sessions.LoginLimits(auth.login_attempts_per_address, auth.login_attempts_per_account)
+    allowed = sessions.LoginLimits.of(auth)
 
     async def login(request: AdminRequest) -> AdminResponse:
         body = await request.json()

@@ -20,6 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from gateway_app.admin.router import AdminPrincipal
 from gateway_app.admin_users import password_hasher
 from gateway_app.clock import now_ms
+from gateway_app.config import AuthSettings
 from gateway_app.storage import Database, Executor
 
 log = logging.getLogger("gateway.admin.sessions")
@@ -77,6 +78,10 @@ class LoginLimits:
 
     per_address: int
     per_account: int
+
+    @classmethod
+    def of(cls, auth: AuthSettings) -> LoginLimits:
+        return cls(auth.login_attempts_per_address, auth.login_attempts_per_account)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
     """(method, path under /admin, access, view, action) of every page and form."""
     settings = gateway.settings
     ttl = settings.auth.session_ttl_seconds
+    login_limits = sessions.LoginLimits.of(settings.auth)
     model_names = [m.name for m in settings.models]
 
     def db():
@@ -138,10 +139,18 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
     async def login(request: UIRequest) -> Outcome | Redirect:
         try:
             session = await sessions.login(
-                db(), request.field("email"), request.form.get("password", [""])[0], request.client_addr, ttl
+                db(),
+                login_limits,
+                request.field("email"),
+                request.form.get("password", [""])[0],
+                request.client_addr,
+                ttl,
             )
         except sessions.LoginThrottled as exc:
             return {"error": str(exc), "status": 429}
+        except sessions.LoginUnavailable:
+            unavailable = "login is unavailable: the gateway could not record the attempt; retry shortly"
+            return {"error": unavailable, "status": 503}
         except sessions.InvalidCredentials:
             return {"error": "invalid email or password", "status": 401}
         target = "/admin/password" if session.must_change_password else "/admin/overview"
