@@ -14,7 +14,9 @@ WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 
 def _actionlint(*paths: Path) -> subprocess.CompletedProcess:
     assert ACTIONLINT.is_file(), f"{ACTIONLINT} is missing: pip install -r requirements.txt"
-    return subprocess.run([str(ACTIONLINT), "-no-color", *map(str, paths)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(ACTIONLINT), "-no-color", *map(str, paths)], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_kind_workflow_exists() -> None:
