@@ -398,6 +398,7 @@ def test_a_job_on_a_secret_the_stack_does_not_create_never_runs(cluster: Cluster
     finally:
         cluster.double.objects[("secrets", names["namespace"], names["secret"])] = secret
     assert done.returncode != 0 and "The backup Job exited -1" in done.stdout
+    assert "its pod is CreateContainerConfigError" in done.stdout
 
 
 def test_write_secrets_sends_values_on_stdin_and_the_pods_get_them(cluster: Cluster) -> None:
