@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import psycopg2
@@ -109,6 +113,51 @@ def test_rotate_provider_secret_reaches_the_upstream(pg_deployment: Deployment, 
     assert upstream.stats()["authorization"] == "Bearer new-upstream-secret"
     assert pg_deployment.secrets()["UPSTREAM_API_KEY"] == "new-upstream-secret"
     assert "new-upstream-secret" not in result.output
+
+
+def _recording_clients(bin_dir: Path, log: Path) -> None:
+    """pg_dump, pg_restore and psql wrappers that record their argv (and a hash of PGPASSWORD)."""
+    bin_dir.mkdir()
+    for program in ("pg_dump", "pg_restore", "psql"):
+        real = shutil.which(program)
+        assert real, f"{program} is not installed"
+        wrapper = bin_dir / program
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'printf "%s\\n" "{program} $*" >> {log}\n'
+            'if [ -n "${PGPASSWORD:-}" ]; then\n'
+            '  digest="$(printf %s "$PGPASSWORD" | sha256sum | cut -d" " -f1)"\n'
+            f'  printf "PGPASSWORD sha256 %s\\n" "$digest" >> {log}\n'
+            "fi\n"
+            f'exec {real} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+
+
+def test_backup_and_restore_keep_the_password_off_every_command_line(
+    pg_deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The URL's password reaches the clients through PGPASSWORD only, never argv or the output."""
+    password = f"pw-{tmp_path.name[-8:]}-Zq%40x"  # %40: a percent-encoded '@', decoded for PGPASSWORD
+    url = pg_deployment.vars["gateway_postgres_url"].replace("postgres@", f"postgres:{password}@", 1)
+    log = tmp_path / "argv.log"
+    _recording_clients(tmp_path / "bin", log)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    backup = pg_deployment.ok(
+        "backup.yml", "-vvv", backup_name="no-password-in-argv", gateway_postgres_url=url
+    )
+    restore = pg_deployment.ok(
+        "restore.yml", "-vvv", restore_backup="no-password-in-argv", gateway_postgres_url=url
+    )
+    recorded = log.read_text()
+    decoded = password.replace("%40", "@")
+    for call in ("pg_dump --format=custom", "pg_restore --no-owner", "psql "):
+        assert call in recorded
+    for secret in (password, decoded):
+        assert secret not in recorded, f"the password reached a process's argv:\n{recorded}"
+        assert secret not in backup.output and secret not in restore.output
+    delivered = {line.split()[-1] for line in recorded.splitlines() if line.startswith("PGPASSWORD")}
+    assert delivered == {hashlib.sha256(decoded.encode()).hexdigest()}
 
 
 def test_slow_queries_says_how_to_enable_pg_stat_statements(pg_deployment: Deployment) -> None:
