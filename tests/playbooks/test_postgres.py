@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
+import psycopg2
 import pytest
 
 from tests.playbooks.conftest import RELEASE_V1, Deployment
@@ -157,3 +160,41 @@ def test_backup_and_restore_keep_the_password_off_every_command_line(
     assert "PGPASSWORD set" not in recorded
     delivered = {tuple(line.split()[1:]) for line in recorded.splitlines() if line.startswith("PGPASSFILE")}
     assert delivered == {("600", hashlib.sha256(decoded.encode()).hexdigest())}
+
+
+def test_slow_queries_says_how_to_enable_pg_stat_statements(pg_deployment: Deployment) -> None:
+    # The shared server does not preload the extension: the runbook explains instead of failing.
+    result = pg_deployment.ok("slow_queries.yml")
+    assert "pg_stat_statements is not loaded on 127.0.0.1" in result.output
+    assert "shared_preload_libraries" in result.output
+
+
+def test_db_connections_reports_and_terminates_only_when_confirmed(pg_deployment: Deployment) -> None:
+    """Last in the module: it terminates the deployment's idle connections too, which the gateway survives."""
+    url = pg_deployment.vars["gateway_postgres_url"]
+    stale = [psycopg2.connect(url, application_name="stale-client") for _ in range(3)]
+    stale[0].autocommit = stale[1].autocommit = True  # idle; the third stays idle in a transaction
+    report = pg_deployment.ok("db_connections.yml")
+    assert re.search(r"used \d+ of \d+ \(\d+ reserved for superusers\)", report.output)
+    assert "stale-client@127.0.0.1/32=3" in report.output
+
+    time.sleep(1.5)
+    unconfirmed = pg_deployment.run("db_connections.yml", terminate_idle_minutes=0.02)
+    assert unconfirmed.rc != 0 and "rerun with -e confirm_terminate=true" in unconfirmed.output
+    for conn in stale:
+        conn.cursor().execute("SELECT 1")
+
+    time.sleep(1.5)
+    terminated = pg_deployment.ok("db_connections.yml", terminate_idle_minutes=0.02, confirm_terminate=True)
+    count = int(re.search(r"terminated (\d+) idle connections", terminated.output).group(1))
+    assert count >= 3
+    for conn in stale:
+        with pytest.raises(psycopg2.OperationalError):
+            conn.cursor().execute("SELECT 1")
+    seed_key = pg_deployment.secrets()["GATEWAY_SEED_KEY"]
+    models = httpx.get(pg_deployment.url + "/v1/models", headers={"Authorization": f"Bearer {seed_key}"})
+    assert models.status_code == 200, "the gateway did not survive its idle connections being terminated"
+
+    refused = pg_deployment.run("db_connections.yml", max_connections=500)
+    assert refused.rc != 0 and "does not own the PostgreSQL server" in refused.output
+    assert "modify-db-parameter-group" in refused.output

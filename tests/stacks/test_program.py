@@ -361,6 +361,7 @@ RUNBOOK_NAMES = [
     "restore",
     "cert_check",
     "health_report",
+    "restart",
 ]
 RUNBOOK_PLAYBOOKS = {f"playbooks/{name}.yml" for name in RUNBOOK_NAMES}
 
