@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# A Docker engine that answers, and the local base image the gateway image builds from.
+# Idempotent: an engine that already answers `docker info` and a base image that already
+# exists are reused, never restarted or rebuilt. docs/docker.md explains the choices.
+#
+#   - Debian packages docker.io, docker-compose, debootstrap: installed when missing (root).
+#   - dockerd --iptables=false --bridge=none --storage-driver=vfs: started when no engine
+#     answers (root; otherwise the exact command to run is printed and the script exits 2).
+#   - local/python:3.11-bookworm: debootstrap --variant=minbase bookworm from the mirror apt
+#     uses, python3 + venv + CA certificates, imported with `docker import`.
+set -euo pipefail
+
+BASE_IMAGE="${BASE_IMAGE:-local/python:3.11-bookworm}"
+DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
+ENGINE_WAIT_SECONDS="${ENGINE_WAIT_SECONDS:-60}"
+DOCKERD_CMD=(dockerd --iptables=false --bridge=none --storage-driver=vfs)
+
+say() { echo "docker_engine: $*" >&2; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+engine_answers() { timeout 20 docker info >/dev/null 2>&1; }
+
+need=()
+for pkg in docker.io docker-compose debootstrap; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if ! is_root; then
+    say "missing Debian packages: ${need[*]}; run as root: apt-get install -y ${need[*]}"
+    exit 2
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if engine_answers; then
+  say "engine answers docker info: reusing it"
+else
+  if ! is_root; then
+    say "no Docker engine answers docker info; start one as root with:"
+    say "  ${DOCKERD_CMD[*]} >>$DOCKERD_LOG 2>&1 &"
+    exit 2
+  fi
+  say "starting ${DOCKERD_CMD[*]} (log: $DOCKERD_LOG)"
+  mkdir -p "$(dirname "$DOCKERD_LOG")"
+  nohup "${DOCKERD_CMD[@]}" >>"$DOCKERD_LOG" 2>&1 &
+  dockerd_pid=$!
+  deadline=$((SECONDS + ENGINE_WAIT_SECONDS))
+  until engine_answers; do
+    if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+      say "dockerd exited before answering; last lines of $DOCKERD_LOG:"
+      tail -n 20 "$DOCKERD_LOG" >&2
+      exit 2
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      say "dockerd (pid $dockerd_pid) did not answer docker info within ${ENGINE_WAIT_SECONDS}s; see $DOCKERD_LOG"
+      exit 2
+    fi
+    sleep 1
+  done
+  say "engine started (pid $dockerd_pid)"
+fi
+
+if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  say "base image $BASE_IMAGE present: reusing it"
+  exit 0
+fi
+if ! is_root; then
+  say "base image $BASE_IMAGE missing; building it needs root (debootstrap, chroot): rerun as root"
+  exit 2
+fi
+
+# The mirror apt already uses (deb822 sources or the classic list), else Debian's CDN.
+mirror="$(
+  { grep -hoE '^URIs:[[:space:]]*\S+' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
+    grep -hoE '^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?\S+' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '{print $NF}'
+  } | grep -E '/debian/?$' | head -n 1 || true
+)"
+mirror="${mirror:-http://deb.debian.org/debian}"
+
+rootfs="$(mktemp -d /var/tmp/gw-base.XXXXXX)"
+trap 'rm -rf "$rootfs"' EXIT
+say "building $BASE_IMAGE: debootstrap --variant=minbase bookworm from $mirror"
+debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
+chroot "$rootfs" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install -y -qq --no-install-recommends \
+  python3 python3-venv python-is-python3 ca-certificates >/dev/null
+chroot "$rootfs" apt-get clean
+rm -rf "$rootfs"/var/lib/apt/lists/*
+tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
+say "base image $BASE_IMAGE built"
