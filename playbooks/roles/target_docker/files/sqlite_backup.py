@@ -8,6 +8,7 @@ Prints the integrity check and the row count of every table of the written file 
 """
 
 import json
+import os
 import sqlite3
 import sys
 from contextlib import closing
@@ -32,6 +33,7 @@ def describe(path: str) -> dict:
 
 
 def main() -> None:
+    os.umask(0o077)  # backups and a restored database are readable by the gateway user only
     action, source, destination = sys.argv[1:4]
     if action not in ("backup", "restore"):
         sys.exit(f"unknown action {action!r}: backup or restore")
