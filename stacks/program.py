@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 
 from stacks.components.environment import GatewayEnvironment, GatewayEnvironmentArgs
-from stacks.gateway_config import config_checksum
-from stacks.settings import load_settings
+from stacks.components.gateway import CONFIG_MAP_KEY, CONFIG_MAP_NAME, GATEWAY_CONTAINER, SERVICE_PORT
+from stacks.components.secrets import SECRET_NAME
+from stacks.gateway_config import (
+    BOOTSTRAP_ADMIN_PASSWORD_ENV,
+    CONFIG_PATH,
+    DATABASE_URL_ENV,
+    SEED_KEY_ENV,
+    config_checksum,
+)
+from stacks.k8s import selector
+from stacks.settings import PROJECT, StackSettings, load_settings
+
+
+def runbook_target(settings: StackSettings, environment: GatewayEnvironment) -> dict[str, Any]:
+    """Every name the runbooks' kubernetes target uses, read with `pulumi stack output --json`."""
+    return {
+        "namespace": environment.namespace,
+        "deployment": environment.deployment_name,
+        "container": GATEWAY_CONTAINER,
+        "podSelector": ",".join(f"{key}={value}" for key, value in sorted(selector("server").items())),
+        "secret": SECRET_NAME,
+        "configMap": CONFIG_MAP_NAME,
+        "configMapKey": CONFIG_MAP_KEY,
+        "configPath": CONFIG_PATH,
+        "service": environment.service_name,
+        "servicePort": SERVICE_PORT,
+        "imageRepository": settings.image,
+        "imageTagConfigKey": f"{PROJECT}:imageTag",
+        # Where `pulumi config set --secret` puts each runtime secret the runbooks rotate.
+        "secretConfigKeys": {
+            SEED_KEY_ENV: f"{PROJECT}:seedKey",
+            BOOTSTRAP_ADMIN_PASSWORD_ENV: f"{PROJECT}:bootstrapAdminPassword",
+            DATABASE_URL_ENV: f"{PROJECT}:databaseUrl",
+        },
+        # Provider keys are fields of one object: --path '<key>.<ENV_NAME>'.
+        "providerKeysConfigKey": f"{PROJECT}:providerApiKeys",
+    }
 
 
 def main() -> None:
@@ -20,3 +57,4 @@ def main() -> None:
     pulumi.export("image", settings.image_ref)
     pulumi.export("databaseKind", settings.database.kind)
     pulumi.export("configChecksum", config_checksum(settings.gateway))
+    pulumi.export("runbookTarget", runbook_target(settings, environment))

@@ -26,6 +26,9 @@ PRE_STOP_SLEEP_SECONDS = 5
 # Room after the drain for the process to exit before SIGKILL.
 EXIT_MARGIN_SECONDS = 5
 CONFIG_MAP_NAME = f"{APP_NAME}-config"
+# The key of the config file in the ConfigMap, and the Deployment's container.
+CONFIG_MAP_KEY = "config.yaml"
+GATEWAY_CONTAINER = "gateway"
 SERVICE_PORT = 80
 
 
@@ -69,7 +72,7 @@ class Gateway(pulumi.ComponentResource):
         config_map = k8s.core.v1.ConfigMap(
             "gateway-config",
             metadata={"name": CONFIG_MAP_NAME, "namespace": ns, "labels": labels("server")},
-            data={"config.yaml": config_yaml(settings.gateway)},
+            data={CONFIG_MAP_KEY: config_yaml(settings.gateway)},
             opts=child,
         )
         service_account_annotations = (
@@ -133,7 +136,7 @@ class Gateway(pulumi.ComponentResource):
                     "name": "config",
                     "configMap": {
                         "name": CONFIG_MAP_NAME,
-                        "items": [{"key": "config.yaml", "path": "config.yaml"}],
+                        "items": [{"key": CONFIG_MAP_KEY, "path": "config.yaml"}],
                     },
                 },
                 # The only writable path: the root filesystem is read-only.
@@ -202,7 +205,7 @@ class Gateway(pulumi.ComponentResource):
         settings = self._settings
         sched, grace = settings.scheduling, settings.gateway.shutdown_grace_seconds
         container = {
-            **self._container("gateway", ["serve"]),
+            **self._container(GATEWAY_CONTAINER, ["serve"]),
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
             "startupProbe": {
                 "httpGet": {"path": "/healthz", "port": "http"},

@@ -3,7 +3,7 @@
 Test releases 0.90.1 -> 0.90.2 (a breaking migration) and a broken 0.90.3 are the
 wheels of tests/playbooks/conftest.py, each built into an image (tests/support/docker.py,
 the code `make image` runs) under a repository unique to this session. One deployment
-(inventories/docker-local: SQLite bind-mounted, two containers behind haproxy on free
+(inventories/docker-local, deploy_docker.yml: SQLite bind-mounted, two containers behind haproxy on free
 ports, its own root and container names) goes through the runbooks in file order.
 A missing engine fails these tests; they never skip.
 """
@@ -92,7 +92,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, images: str) -> Iterato
     root = tmp_path_factory.mktemp("docker") / "root"
     deployment = DockerDeployment(root, Releases(wheelhouse=root.parent), images)
     try:
-        deployment.ok("deploy.yml", gateway_version=RELEASE_V1)
+        deployment.ok("deploy_docker.yml", gateway_version=RELEASE_V1)
         yield deployment
     finally:
         deployment.stop()
