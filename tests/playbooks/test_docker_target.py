@@ -10,6 +10,7 @@ A missing engine fails these tests; they never skip.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import sqlite3
@@ -31,6 +32,7 @@ from tests.playbooks.conftest import (
 )
 from tests.playbooks.loadgen import LoadGenerator
 from tests.support.docker import build_gateway_image, docker, ensure_engine
+from tests.support.processes import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -38,27 +40,34 @@ DOCKER_INVENTORY = PLAYBOOKS / "inventories" / "docker-local"
 KEYS = "SELECT name, revoked_at IS NULL FROM api_keys ORDER BY id"
 
 
+# Images are reused across sessions: the wheels are reproducible (SOURCE_DATE_EPOCH), so
+# build_gateway_image finds the tag built from the same inputs; one repository per worktree
+# (the engine's naming rule), never removed while another session may run on it.
+REPOSITORY = f"dockertarget-test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
+
+
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The three test releases as images <repository>:<version>; removed afterwards."""
+def images(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch) -> str:
+    """The three test releases as images <REPOSITORY>:<version>."""
     ensure_engine()  # raises with the reason when no engine answers: a failure, not a skip
+    monkeypatch_module.setenv("SOURCE_DATE_EPOCH", "1767225600")
     work = tmp_path_factory.mktemp("docker-releases")
     wheels = work / "wheels"
     wheels.mkdir()
-    repository = f"dockertarget-test-{secrets.token_hex(4)}"
-    built = []
-    try:
-        for version, migration, broken in (
-            (RELEASE_V1, False, False),
-            (RELEASE_V2, True, False),
-            (RELEASE_BROKEN, True, True),
-        ):
-            wheel = _build_release(work, version, wheels, migration=migration, broken=broken)
-            built.append(build_gateway_image(wheel=wheel, tag=f"{repository}:{version}"))
-        yield repository
-    finally:
-        for tag in built:
-            docker("rmi", "--force", tag, check=False)
+    for version, migration, broken in (
+        (RELEASE_V1, False, False),
+        (RELEASE_V2, True, False),
+        (RELEASE_BROKEN, True, True),
+    ):
+        wheel = _build_release(work, version, wheels, migration=migration, broken=broken)
+        build_gateway_image(wheel=wheel, tag=f"{REPOSITORY}:{version}")
+    return REPOSITORY
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
 
 
 class DockerDeployment(Deployment):
