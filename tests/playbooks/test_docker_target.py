@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +90,13 @@ class DockerDeployment(Deployment):
     def secrets(self) -> dict[str, str]:
         lines = (self.root / "etc" / "secrets.env").read_text().splitlines()
         return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+    def gateway(self, *args: str, release: str = "current") -> subprocess.CompletedProcess:
+        """bin/gateway: a one-off container (minutes on a busy vfs engine, hence the bound)."""
+        env = {**os.environ, "GATEWAY_RELEASE": release}
+        return subprocess.run(
+            [str(self.root / "bin" / "gateway"), *args], capture_output=True, text=True, env=env, timeout=600
+        )
 
     def stop(self) -> None:
         listed = docker("ps", "-aq", "--filter", f"label=org.llm-gateway.root={self.root}", check=False)
