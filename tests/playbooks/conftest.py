@@ -132,6 +132,8 @@ class PlaybookRun:
 class Deployment:
     """One local-inventory deployment under its own root, on free ports."""
 
+    inventory = LOCAL_INVENTORY
+
     def __init__(self, root: Path, releases: Releases, extra: dict[str, Any] | None = None):
         self.root = root
         self.releases = releases
@@ -158,8 +160,8 @@ class Deployment:
         return f"http://127.0.0.1:{self.lb_port}"
 
     def run(self, playbook: str, *args: str, **extra: Any) -> PlaybookRun:
-        """ansible-playbook playbooks/<playbook> against the local inventory, as an operator would."""
-        cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(LOCAL_INVENTORY), playbook, "-e", f"@{self.vars_file}"]
+        """ansible-playbook playbooks/<playbook> against the deployment's inventory, as an operator would."""
+        cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(self.inventory), playbook, "-e", f"@{self.vars_file}"]
         for key, value in extra.items():
             cmd += ["-e", json.dumps({key: value})]
         cmd += list(args)

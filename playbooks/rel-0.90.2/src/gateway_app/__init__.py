@@ -1,0 +1,3 @@
+"""A minimal, fast, OpenAI-compatible LLM gateway."""
+
+__version__ = "0.90.2"

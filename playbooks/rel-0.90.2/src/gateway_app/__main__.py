@@ -1,0 +1,3 @@
+from gateway_app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""The admin API under /admin/api/: session auth in front of the control-plane routes.
+
+Each area registers its routes with ``register(router, gateway)``; this module
+authenticates the caller, enforces first-login password rotation, and turns
+results and errors into JSON responses.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway_app.admin import accounts_routes, auth_routes, keys_routes, logs_routes, providers_routes
+from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
+from gateway_app.admin.sessions import authenticate
+from gateway_app.http import HTTPError, Receive, Scope, Send, bearer_token, header, send_error, send_json
+
+if TYPE_CHECKING:
+    from gateway_app.app import Gateway
+
+SESSION_COOKIE = "gw_session"
+_REGISTRARS = (
+    auth_routes.register,
+    keys_routes.register,
+    providers_routes.register,
+    accounts_routes.register,
+    logs_routes.register,
+)
+
+
+def _session_token(scope: Scope) -> str | None:
+    token = bearer_token(scope)
+    if token:
+        return token
+    cookie = header(scope, b"cookie")
+    if cookie:
+        for part in cookie.decode("latin-1").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == SESSION_COOKIE and value:
+                return value
+    return None
+
+
+class AdminAPI:
+    def __init__(self, gateway: Gateway):
+        self._gateway = gateway
+        self.router = AdminRouter()
+        for register in _REGISTRARS:
+            register(self.router, gateway)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            route, params = self.router.match(scope["method"], scope["path"])
+            request = AdminRequest(scope, receive, params)
+            if not route.public:
+                request.principal = await self._principal(scope)
+                if request.principal.must_change_password and not route.before_password_change:
+                    raise HTTPError(
+                        403,
+                        "this admin must change the first-login password before anything else: "
+                        "POST /admin/api/password",
+                        "password_change_required",
+                        "permission_error",
+                    )
+            response: AdminResponse = await route.handler(request)
+        except HTTPError as error:
+            await send_error(send, error, [(b"cache-control", b"no-store")])
+            return
+        await send_json(
+            send, response.status, response.payload, [(b"cache-control", b"no-store"), *response.headers]
+        )
+
+    async def _principal(self, scope: Scope):
+        token = _session_token(scope)
+        principal = await authenticate(self._gateway.database, token) if token else None
+        if principal is None:
+            raise HTTPError(
+                401,
+                "admin session required: log in with POST /admin/api/session and send the token as "
+                "'Authorization: Bearer <token>' (or the gw_session cookie); sessions expire",
+                "session_required",
+                "authentication_error",
+            )
+        return principal

@@ -1,0 +1,218 @@
+"""The ASGI application: lifecycle of the gateway's parts and request dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway_app import __version__, migrations
+from gateway_app.admin import AdminAPI
+from gateway_app.budgets import BudgetTracker
+from gateway_app.config import GatewaySettings
+from gateway_app.http import HTTPError, Receive, Scope, Send, send_error, send_json, send_response
+from gateway_app.keys import KeyCache
+from gateway_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway_app.metrics import RequestMetrics, build_registry, render
+from gateway_app.providers import Provider, build_provider
+from gateway_app.proxy import DataPlane
+from gateway_app.purge import PurgeScheduler
+from gateway_app.ratelimit import RateLimiter, build_rate_limiter
+from gateway_app.request_log import RequestLogWriter
+from gateway_app.resilience import OverridesSync
+from gateway_app.routing import Router
+from gateway_app.storage import Database, connect
+from gateway_app.telemetry import Telemetry
+
+log = logging.getLogger("gateway.app")
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+_READY_TIMEOUT_SECONDS = 2.0
+
+
+class Gateway:
+    """Everything one gateway process runs, built from settings and started once."""
+
+    def __init__(self, settings: GatewaySettings):
+        self.settings = settings
+        self.db: Database | None = None
+        self.providers: dict[str, Provider] = {}
+        self.keys: KeyCache | None = None
+        self.router: Router | None = None
+        self.writer: RequestLogWriter | None = None
+        self.budgets: BudgetTracker | None = None
+        self.purge: PurgeScheduler | None = None
+        self.data_plane: DataPlane | None = None
+        self.metrics = RequestMetrics()
+        self.metrics_registry = build_registry(self)
+        self.overrides: OverridesSync | None = None
+        self.limiter: RateLimiter | None = None
+        self.telemetry: Telemetry | None = None
+
+    @property
+    def database(self) -> Database:
+        """The connected database; only valid between start() and stop()."""
+        if self.db is None:
+            raise RuntimeError("the gateway has not started: no database yet")
+        return self.db
+
+    async def start(self) -> None:
+        s = self.settings
+        self.db = await connect(
+            s.database.url.value, s.database.pool_min, s.database.pool_max, s.database.connect_timeout_seconds
+        )
+        status = await migrations.check(self.db)
+        if not status.is_current:
+            # serve's pre-flight applies or refuses before we get here; a race with
+            # another release's migrator is the only way in, and it must not serve.
+            raise migrations.MigrationError(
+                f"database schema is at version {status.current_version}, this release needs "
+                f"{status.latest_known}: run `gateway migrate --apply`"
+            )
+        self.providers = {p.name: build_provider(p) for p in s.providers}
+        self.router = Router(s, self.providers)
+        self.overrides = OverridesSync(self.db, self.router, s.resilience)
+        await self.overrides.start()
+        self.limiter = build_rate_limiter(s.rate_limits)
+        self.telemetry = Telemetry(s.server, self.metrics, self.router)
+        self.telemetry.start()
+        self.keys = KeyCache(self.db, s.auth.key_cache_refresh_seconds)
+        await self.keys.start()
+        self.budgets = BudgetTracker(self.db)
+        await self.budgets.start()
+        self.writer = RequestLogWriter(self.db, s.request_logging, on_spend=self.budgets.record)
+        self.writer.usage_observer = self.metrics.observe_usage
+        await self.writer.start()
+        self.data_plane = DataPlane(
+            s,
+            self.keys,
+            self.router,
+            self.writer,
+            metrics=self.metrics,
+            limiter=self.limiter,
+            tracer=self.telemetry.tracer,
+            budgets=self.budgets,
+        )
+        self.purge = PurgeScheduler(self.db, s.request_logging.purge)
+        await self.purge.start()
+
+    async def stop(self) -> None:
+        if self.purge:
+            await self.purge.stop()
+        if self.keys:
+            await self.keys.stop()
+        if self.overrides:
+            await self.overrides.stop()
+        if self.budgets:
+            await self.budgets.stop()
+        if self.writer:
+            await self.writer.stop()
+        if self.telemetry:
+            await self.telemetry.stop()
+        if self.limiter:
+            await self.limiter.close()
+        for provider in self.providers.values():
+            await provider.close()
+        if self.db:
+            await self.db.close()
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        details: dict[str, Any] = {"version": __version__}
+        otel = self.telemetry.readiness() if self.telemetry else None
+        if otel is not None:
+            details["otel"] = otel  # a warning only: a missing collector never makes a replica unready
+        if self.db is None:
+            return False, {**details, "database": "not connected"}
+        try:
+            async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
+                status = await migrations.check(self.db)
+        except migrations.MigrationError as exc:
+            return False, {**details, "database": "ok", "schema": str(exc)}
+        except Exception as exc:
+            return False, {**details, "database": f"unreachable ({exc.__class__.__name__})"}
+        details.update(
+            database="ok",
+            schema_version=status.database_version,
+            schema_expected=status.latest_known,
+        )
+        if status.pending or status.ahead:
+            details["schema"] = status.summary()
+        # Ready on additive migrations of a newer release: during a rolling upgrade the
+        # old replicas keep serving until they are replaced.
+        return status.is_current, details
+
+
+class GatewayApp:
+    """ASGI entry point. Exact-path routes first, then prefix handlers (admin API)."""
+
+    def __init__(self, settings: GatewaySettings):
+        self.gateway = Gateway(settings)
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("GET", "/healthz"): self._healthz,
+            ("GET", "/readyz"): self._readyz,
+            ("GET", "/metrics"): self._metrics,
+            ("GET", "/v1/models"): self._operation("models"),
+            ("POST", "/v1/chat/completions"): self._operation("chat"),
+            ("POST", "/v1/embeddings"): self._operation("embeddings"),
+        }
+        self._prefixes: list[tuple[str, Handler]] = [("/admin/api/", AdminAPI(self.gateway))]
+
+    def _operation(self, name: str) -> Handler:
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            assert self.gateway.data_plane is not None
+            await self.gateway.data_plane.handle(name, scope, receive, send)
+
+        return handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            handler = self._routes.get((scope["method"], scope["path"]))
+            if handler is None:
+                handler = self._by_prefix(scope)
+            await handler(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    def _by_prefix(self, scope: Scope) -> Handler:
+        path = scope["path"]
+        for prefix, handler in self._prefixes:
+            if path.startswith(prefix):
+                return handler
+        known_paths = {p for _, p in self._routes}
+        return self._method_not_allowed if path in known_paths else self._not_found
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_error(send, HTTPError(404, f"no route for {scope['method']} {scope['path']}", "not_found"))
+
+    async def _method_not_allowed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_error(
+            send, HTTPError(405, f"{scope['method']} is not allowed on {scope['path']}", "method_not_allowed")
+        )
+
+    async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_response(send, 200, b'{"status":"ok"}')
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_response(send, 200, render(self.gateway.metrics_registry), METRICS_CONTENT_TYPE)
+
+    async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ready, details = await self.gateway.readiness()
+        await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "not_ready", **details})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as exc:
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

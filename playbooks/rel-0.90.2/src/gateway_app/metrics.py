@@ -1,0 +1,250 @@
+"""Prometheus metrics: cheap aggregation on the request path, families built at scrape time.
+
+prometheus_client's labelled metrics take a lock and a label lookup per update.
+The gateway runs one event loop per process, so the request path only bumps
+plain ints in dicts and bucket arrays (no locks needed); ``/metrics`` turns them
+into metric families when scraped. Every name starts with ``gateway_``.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_left
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway_app.storage.sqlite import sqlite_path
+
+if TYPE_CHECKING:
+    from gateway_app.app import Gateway
+    from gateway_app.request_log import RequestRecord
+
+PREFIX = "gateway_"
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+# LLM calls run from milliseconds (cache hits, embeddings) to minutes (long generations).
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+
+
+class Histogram:
+    """A histogram updated from one event loop: one bisect and two adds per observation."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def buckets(self) -> list[tuple[str, int]]:
+        cumulative, out = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        return out
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if status else "none"
+
+
+class RequestMetrics:
+    """What the request path updates. Keys are tuples; label strings are built only at scrape."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        # (operation, model, provider, upstream_model, status class) -> count
+        self.requests: dict[tuple[str, str, str, str, str], int] = {}
+        self.duration: dict[str, Histogram] = {}  # by model
+        self.ttft: dict[str, Histogram] = {}  # by model, streams only
+        self.tokens: dict[tuple[str, str], int] = {}  # (model, prompt|completion)
+        self.cost_micros: dict[str, int] = {}  # by model
+
+    def observe(self, record: RequestRecord, seconds: float) -> None:
+        model = record.model or ""
+        key = (
+            record.operation,
+            model,
+            record.provider or "",
+            record.upstream_model or "",
+            status_class(record.status_code),
+        )
+        self.requests[key] = self.requests.get(key, 0) + 1
+        if record.model is None:
+            return
+        histogram = self.duration.get(model)
+        if histogram is None:
+            histogram = self.duration[model] = Histogram(DURATION_BUCKETS)
+        histogram.observe(seconds)
+        if record.ttft_ms is not None:
+            ttft = self.ttft.get(model)
+            if ttft is None:
+                ttft = self.ttft[model] = Histogram(TTFT_BUCKETS)
+            ttft.observe(record.ttft_ms / 1000)
+
+    def observe_usage(
+        self, record: RequestRecord, prompt: int | None, completion: int | None, cost: int | None
+    ) -> None:
+        """Called by the request-log writer, off the request path, once usage is parsed."""
+        model = record.model or ""
+        if prompt:
+            self.tokens[(model, "prompt")] = self.tokens.get((model, "prompt"), 0) + prompt
+        if completion:
+            self.tokens[(model, "completion")] = self.tokens.get((model, "completion"), 0) + completion
+        if cost:
+            self.cost_micros[model] = self.cost_micros.get(model, 0) + cost
+
+
+def _histogram(name: str, doc: str, label: str, series: dict[str, Histogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(PREFIX + name, doc, labels=[label])
+    for value, h in series.items():
+        family.add_metric([value], h.buckets(), h.sum)
+    return family
+
+
+def _memory_limit() -> int | None:
+    try:
+        text = _CGROUP_MEMORY_MAX.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class GatewayCollector(Collector):
+    """Builds every gateway_* family from the live parts of one gateway process."""
+
+    def __init__(self, gateway: Gateway):
+        self._gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        g = self._gateway
+        m = g.metrics
+        requests = CounterMetricFamily(
+            PREFIX + "requests",
+            "API requests answered, by operation, model, serving route and status class.",
+            labels=["operation", "model", "provider", "upstream_model", "status_class"],
+        )
+        for labels, count in m.requests.items():
+            requests.add_metric(list(labels), count)
+        yield requests
+        yield _histogram(
+            "request_duration_seconds", "Whole request duration, streams included.", "model", m.duration
+        )
+        yield _histogram("time_to_first_token_seconds", "Time to the first streamed chunk.", "model", m.ttft)
+        yield GaugeMetricFamily(PREFIX + "requests_in_flight", "API requests being served.", m.in_flight)
+        tokens = CounterMetricFamily(
+            PREFIX + "tokens", "Tokens used, by model and kind.", labels=["model", "kind"]
+        )
+        for (model, kind), count in m.tokens.items():
+            tokens.add_metric([model, kind], count)
+        yield tokens
+        cost = CounterMetricFamily(PREFIX + "cost_usd", "Priced usage in USD, by model.", labels=["model"])
+        for model, micros in m.cost_micros.items():
+            cost.add_metric([model], micros / 1_000_000)
+        yield cost
+        if g.limiter is not None:
+            yield CounterMetricFamily(
+                PREFIX + "rate_limited_requests",
+                "Requests refused by the per-key rate limit.",
+                g.limiter.refused,
+            )
+            yield CounterMetricFamily(
+                PREFIX + "rate_limiter_errors",
+                "Checks skipped because Redis was unreachable.",
+                g.limiter.errors,
+            )
+        if g.router is not None:
+            yield from self._routes(g)
+        if g.writer is not None:
+            w = g.writer
+            yield GaugeMetricFamily(
+                PREFIX + "request_log_queue_depth", "Records waiting to be written.", w.depth
+            )
+            yield CounterMetricFamily(
+                PREFIX + "request_log_dropped", "Records dropped because the queue was full.", w.dropped
+            )
+            yield CounterMetricFamily(PREFIX + "request_log_written", "Records written.", w.written)
+            yield CounterMetricFamily(
+                PREFIX + "request_log_write_errors", "Records lost to database errors.", w.write_errors
+            )
+        if g.db is not None:
+            stats = g.db.pool_stats()
+            pool_max = g.settings.database.pool_max if g.db.backend == "postgres" else stats["size"]
+            yield GaugeMetricFamily(PREFIX + "db_pool_connections_max", "Pool capacity.", pool_max)
+            yield GaugeMetricFamily(
+                PREFIX + "db_pool_connections_open", "Open pool connections.", stats["size"]
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "db_pool_connections_in_use",
+                "Pool connections checked out.",
+                stats["size"] - stats["idle"],
+            )
+        yield from self._host(g)
+
+    def _routes(self, g: Gateway) -> Iterator[Metric]:
+        assert g.router is not None
+        labels = ["route", "provider"]
+        state = GaugeMetricFamily(
+            PREFIX + "circuit_state", "Circuit of a route: 0 closed, 1 half-open, 2 open.", labels=labels
+        )
+        enabled = GaugeMetricFamily(
+            PREFIX + "route_enabled",
+            "1 when the route may receive traffic (config and admin).",
+            labels=labels,
+        )
+        attempts = CounterMetricFamily(
+            PREFIX + "upstream_attempts", "Upstream attempts by outcome.", labels=[*labels, "outcome"]
+        )
+        latency = HistogramMetricFamily(
+            PREFIX + "upstream_latency_seconds", "Time to the upstream response head.", labels=labels
+        )
+        for route in g.router.routes_by_key.values():
+            health = route.health
+            values = [route.key, route.provider_name]
+            state.add_metric(values, health.state_code)
+            enabled.add_metric(values, 1 if g.router.eligible(route) else 0)
+            attempts.add_metric([*values, "success"], health.successes)
+            attempts.add_metric([*values, "failure"], health.failures_total)
+            latency.add_metric(values, health.latency.buckets(), health.latency.sum)
+        yield from (state, enabled, attempts, latency)
+
+    def _host(self, g: Gateway) -> Iterator[Metric]:
+        limit = _memory_limit()
+        if limit is not None:
+            yield GaugeMetricFamily(PREFIX + "memory_limit_bytes", "The container's memory limit.", limit)
+        if g.db is not None and g.db.backend == "sqlite":
+            path = sqlite_path(g.settings.database.url.value).parent
+            try:
+                fs = os.statvfs(path)
+            except OSError:
+                return
+            size = GaugeMetricFamily(PREFIX + "disk_size_bytes", "Size of the data volume.", labels=["path"])
+            free = GaugeMetricFamily(
+                PREFIX + "disk_free_bytes", "Free space on the data volume.", labels=["path"]
+            )
+            size.add_metric([str(path)], fs.f_blocks * fs.f_frsize)
+            free.add_metric([str(path)], fs.f_bavail * fs.f_frsize)
+            yield from (size, free)
+
+
+def build_registry(gateway: Gateway) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(gateway))
+    ProcessCollector(namespace="gateway", registry=registry)  # memory, CPU, open files
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,2 @@
+-- compatibility: breaking
+CREATE TABLE runbook_upgrade_marker (id INTEGER PRIMARY KEY, note TEXT NOT NULL);

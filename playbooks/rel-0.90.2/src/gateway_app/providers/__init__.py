@@ -1,0 +1,20 @@
+"""Upstream providers, built once from settings."""
+
+from __future__ import annotations
+
+from gateway_app.config import ProviderSettings
+from gateway_app.providers.base import Provider, UpstreamCall, UpstreamError
+from gateway_app.providers.echo import EchoProvider
+from gateway_app.providers.openai_compat import OpenAICompatProvider
+
+__all__ = ["Provider", "UpstreamCall", "UpstreamError", "build_provider"]
+
+
+def build_provider(settings: ProviderSettings) -> Provider:
+    if settings.type == "echo":
+        return EchoProvider(settings.name)
+    if settings.type == "openai_compat":
+        return OpenAICompatProvider(settings)
+    from gateway_app.providers.vertex import build_vertex_provider
+
+    return build_vertex_provider(settings)

@@ -1,0 +1,77 @@
+"""`gateway serve`: pre-flight checks, then uvicorn with a graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvicorn
+
+from gateway_app import __version__, migrations
+from gateway_app.admin_users import bootstrap_admin
+from gateway_app.app import GatewayApp
+from gateway_app.config import GatewaySettings
+from gateway_app.storage import connect
+
+log = logging.getLogger("gateway.server")
+
+
+class StartupRefused(Exception):
+    """serve will not start; the message says what to run."""
+
+
+async def preflight(settings: GatewaySettings, config_path: str) -> None:
+    """Bring the database to this release's schema (migrations: auto) or refuse to start (check)."""
+    db = await connect(settings.database.url.value, 1, 1, settings.database.connect_timeout_seconds)
+    try:
+        if settings.database.migrations == "auto":
+            applied = await migrations.apply(db)
+            if applied:
+                log.info("applied migrations", extra={"versions": [m.version for m in applied]})
+        else:
+            status = await migrations.check(db)
+            if not status.is_current:
+                raise StartupRefused(
+                    f"database schema is at version {status.current_version} but this release needs "
+                    f"{status.latest_known}, and database.migrations is 'check'. "
+                    f"Run: gateway migrate --apply --config {config_path}"
+                )
+        if settings.auth.bootstrap_admin.run_on_start:
+            outcome = await bootstrap_admin(db, settings)
+            log.info("bootstrap admin", extra={"outcome": outcome})
+    finally:
+        await db.close()
+
+
+def serve(settings: GatewaySettings, config_path: str) -> int:
+    asyncio.run(preflight(settings, config_path))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            GatewayApp(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
+            timeout_keep_alive=30,
+            # Without trusted proxies, skip the per-request X-Forwarded-For middleware.
+            proxy_headers=bool(settings.server.trusted_proxies),
+            forwarded_allow_ips=settings.server.trusted_proxies,
+        )
+    )
+    log.info(
+        "gateway starting",
+        extra={"version": __version__, "host": settings.server.host, "port": settings.server.port},
+    )
+    # uvicorn drains on SIGTERM, restores the previous handler and re-raises the
+    # signal. A drained stop is a clean stop, so the handler it restores is a no-op
+    # and the process exits 0 (what Kubernetes and supervisors expect).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server.run()
+    # uvicorn returns without raising when lifespan startup fails.
+    return 0 if server.started else 3
