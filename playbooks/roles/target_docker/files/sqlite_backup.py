@@ -22,12 +22,10 @@ def copy(source: str, destination: str) -> None:
 def describe(path: str) -> dict:
     with closing(sqlite3.connect(path)) as db:
         integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-        names = [
-            row[0]
-            for row in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-        ]
+        user_tables = (
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+        names = [row[0] for row in db.execute(user_tables)]
         tables = {name: str(db.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]) for name in names}
     return {"integrity": integrity, "tables": tables}
 
