@@ -1,3 +1,0 @@
-"""A minimal, fast, OpenAI-compatible LLM gateway."""
-
-__version__ = "0.90.2"

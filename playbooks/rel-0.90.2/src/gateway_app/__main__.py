@@ -1,3 +1,0 @@
-from gateway_app.cli import main
-
-raise SystemExit(main())

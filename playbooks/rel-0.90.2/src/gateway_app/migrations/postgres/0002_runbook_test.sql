@@ -1,2 +1,0 @@
--- compatibility: breaking
-CREATE TABLE runbook_upgrade_marker (id INTEGER PRIMARY KEY, note TEXT NOT NULL);
