@@ -35,7 +35,7 @@ RELEASE_V1, RELEASE_V2, RELEASE_BROKEN = "0.90.1", "0.90.2", "0.90.3"
 _NEVER_READY = """
 
 async def _never_ready(self):  # test release: fails its readiness check on purpose
-    return False, {"version": __version__, "database": "ok", "schema": "broken release (test)"}
+    return "not_ready", {"version": __version__, "database": "ok", "schema": "broken release (test)"}
 
 
 Gateway.readiness = _never_ready
