@@ -79,7 +79,10 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
 
 
 def body(model: str, stream: bool) -> bytes:
-    return orjson.dumps({"model": model, "messages": _MESSAGES, "stream": stream})
+    # Streams ask for usage, as clients that want it do: the gateway then relays every chunk
+    # (it hides the usage chunk from clients that did not ask, which would change the bytes).
+    extra = {"stream_options": {"include_usage": True}} if stream else {}
+    return orjson.dumps({"model": model, "messages": _MESSAGES, "stream": stream, **extra})
 
 
 def _cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
