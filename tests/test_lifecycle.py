@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import threading
 import time
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 
 from gateway_app.storage import connect
 from tests.conftest import SEED_KEY, base_config
-from tests.support.processes import run_cli
+from tests.support.processes import BackgroundStream, run_cli
 
 
 def _stream_config(db_url: str, upstream_url: str) -> dict:
@@ -28,30 +27,13 @@ def test_sigterm_drains_an_in_flight_stream(db_url, launcher) -> None:
     upstream = launcher.upstream()
     upstream.control(mode="slow_stream", delay=0.4)
     gateway = launcher.gateway(_stream_config(db_url, upstream.url))
-    received: list[bytes] = []
-    first_chunk = threading.Event()
-
-    def consume() -> None:
-        with httpx.stream(
-            "POST",
-            gateway.url + "/v1/chat/completions",
-            timeout=30,
-            headers={"Authorization": f"Bearer {SEED_KEY}"},
-            json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-        ) as response:
-            for chunk in response.iter_bytes():
-                received.append(chunk)
-                first_chunk.set()
-
-    reader = threading.Thread(target=consume)
-    reader.start()
-    assert first_chunk.wait(10), "no first chunk"
+    stream = BackgroundStream(gateway.url, SEED_KEY)
+    assert stream.first_chunk.wait(10), "no first chunk"
     gateway.proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     with pytest.raises(httpx.ConnectError):  # no longer accepting
         httpx.get(gateway.url + "/healthz", timeout=2)
-    reader.join(30)
-    body = b"".join(received)
+    body = stream.body()
     assert body.rstrip().endswith(b"data: [DONE]"), body[-200:]
     assert b"says" in body and b"hi" in body
     assert gateway.proc.wait(30) == 0

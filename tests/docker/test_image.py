@@ -8,7 +8,6 @@ upstream process for the slow stream.
 from __future__ import annotations
 
 import subprocess
-import threading
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,14 @@ from tests.conftest import ADMIN_PASSWORD, SEED_KEY, base_config
 from tests.docker.conftest import Containers
 from tests.support import docker as d
 from tests.support.admin import login
-from tests.support.processes import REPO, FakeUpstreamProcess, free_port, wait_http, wait_until
+from tests.support.processes import (
+    REPO,
+    BackgroundStream,
+    FakeUpstreamProcess,
+    free_port,
+    wait_http,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -154,27 +160,10 @@ def test_docker_stop_during_a_stream_lets_it_finish_and_exits_0(
     try:
         upstream.control(mode="slow_stream", delay=0.4)
         name, url = _serve(containers, gateway_image, _config(free_port(), upstream.url))
-        received: list[bytes] = []
-        first_chunk = threading.Event()
-
-        def consume() -> None:
-            with httpx.stream(
-                "POST",
-                url + "/v1/chat/completions",
-                headers=_auth(),
-                json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-                timeout=30,
-            ) as response:
-                for chunk in response.iter_bytes():
-                    received.append(chunk)
-                    first_chunk.set()
-
-        reader = threading.Thread(target=consume)
-        reader.start()
-        assert first_chunk.wait(15), "no first chunk"
+        stream = BackgroundStream(url, SEED_KEY)
+        assert stream.first_chunk.wait(15), "no first chunk"
         d.docker("stop", "--time", "30", name, timeout=60)
-        reader.join(30)
-        body = b"".join(received)
+        body = stream.body()
         assert body.rstrip().endswith(b"data: [DONE]"), body[-300:]
         assert b"hi" in body
         state = d.inspect(name)["State"]

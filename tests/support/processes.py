@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,31 @@ def run_cli(
         cwd=REPO,
         timeout=timeout,
     )
+
+
+class BackgroundStream:
+    """One streaming chat request read to its end on a thread, for tests that stop the server
+    (SIGTERM, `docker stop`) while the stream is in flight."""
+
+    def __init__(self, url: str, key: str, model: str = "slow", timeout: float = 30.0):
+        self._request = {
+            "url": url + "/v1/chat/completions",
+            "headers": {"Authorization": f"Bearer {key}"},
+            "json": {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            "timeout": timeout,
+        }
+        self.chunks: list[bytes] = []
+        self.first_chunk = threading.Event()
+        self._reader = threading.Thread(target=self._consume)
+        self._reader.start()
+
+    def _consume(self) -> None:
+        with httpx.stream("POST", **self._request) as response:
+            for chunk in response.iter_bytes():
+                self.chunks.append(chunk)
+                self.first_chunk.set()
+
+    def body(self, timeout: float = 30.0) -> bytes:
+        """Everything received once the stream ended (or `timeout` passed)."""
+        self._reader.join(timeout)
+        return b"".join(self.chunks)
