@@ -101,7 +101,7 @@ class Gateway:
             s.request_logging.spool_max_bytes,
         )
         spool.open()  # before serving: a spool that cannot be opened or is taken refuses startup
-        self.writer = RequestLogWriter(self.db, s.request_logging, spool, on_spend=self.budgets.record)
+        self.writer = RequestLogWriter(self.db, s.request_logging, spool, on_spend=self.budgets)
         self.writer.usage_observer = self.metrics.observe_usage
         await self.writer.start()
         self.data_plane = DataPlane(

@@ -19,16 +19,19 @@ counts as spent until the writer settles it with the real cost: concurrent
 requests on one replica cannot overshoot by their number, only by how much the
 last admitted request exceeds its estimate (plus the cross-replica staleness
 window). Once spend plus reservations reach the limit, no further request
-reaches a provider. Errors lean towards
-over-counting: spend committed while a reload query runs can be counted twice
-until the next reload.
+reaches a provider. A reload and this replica's writer never overlap
+(``settling``): a commit's spend is either in the reloaded snapshot or recorded
+on top of it, never both and never neither.
 
 Windows are UTC: daily from 00:00, weekly from Monday 00:00, monthly from the 1st.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,11 +40,13 @@ from gateway_app.background import Periodic
 from gateway_app.clock import now_ms
 from gateway_app.http import HTTPError
 from gateway_app.pricing import Price, cost_micros
-from gateway_app.storage import Database, Executor
+from gateway_app.storage import Database, Executor, bounded
 
 log = logging.getLogger("gateway.budgets")
 
 REFRESH_SECONDS = 2.0
+# The writer waits on a running reload (``settling``): a slow database delays its commits this long at most.
+REFRESH_DEADLINE_SECONDS = 5.0
 WINDOWS = ("daily", "weekly", "monthly")
 MICROS_PER_USD = 1_000_000
 
@@ -122,6 +127,8 @@ class BudgetTracker:
         self._unsnapshotted: list[tuple[int, int, int]] = []
         # Estimates of admitted requests whose ledger rows are not settled yet, per account.
         self._reserved: dict[int, int] = {}
+        # Held by a reload's queries and by the writer from a commit until its spend is recorded.
+        self._snapshot_lock = asyncio.Lock()
         # A failed refresh keeps enforcing the last snapshot; readiness reports the database.
         self._refresher = Periodic("budget-refresh", refresh_seconds, self.refresh)
 
@@ -149,6 +156,18 @@ class BudgetTracker:
         self._reserved[service_account_id] = reserved + estimate_micros
         return estimate_micros
 
+    def spent_micros(self, service_account_id: int) -> int | None:
+        """The window's spend as this replica counts it; None without a budget."""
+        budget = self._budgets.get(service_account_id)
+        return None if budget is None else budget.spent_micros
+
+    async def _snapshot(self, at: int) -> tuple[list[Any], dict[int, int]]:
+        rows = await self._db.fetch(
+            "SELECT id, name, budget_window, budget_limit_micros FROM service_accounts "
+            "WHERE budget_window IS NOT NULL AND budget_limit_micros IS NOT NULL"
+        )
+        return rows, await window_spend(self._db, at)
+
     def record(
         self, service_account_id: int | None, created_at: int, cost_micros: int, reserved_micros: int = 0
     ) -> None:
@@ -168,16 +187,23 @@ class BudgetTracker:
         if budget is not None and created_at >= budget.window_start:
             budget.spent_micros += cost_micros
 
+    @contextlib.asynccontextmanager
+    async def settling(self) -> AsyncIterator[None]:
+        """Held by the log writer from a ledger commit until it has called ``record``.
+
+        Without it a reload could read a committed row whose spend is recorded only
+        afterwards, and count that spend twice until the next reload.
+        """
+        async with self._snapshot_lock:
+            yield
+
     async def refresh(self) -> None:
-        # Everything recorded before this point was committed before the query below starts,
-        # so the snapshot includes it; what is recorded during the query is re-added afterwards.
-        recorded_before = len(self._unsnapshotted)
-        at = now_ms()
-        rows = await self._db.fetch(
-            "SELECT id, name, budget_window, budget_limit_micros FROM service_accounts "
-            "WHERE budget_window IS NOT NULL AND budget_limit_micros IS NOT NULL"
-        )
-        spent = await window_spend(self._db, at)
+        async with self._snapshot_lock:
+            # Every commit so far is recorded and none runs until the queries end: the
+            # snapshot holds exactly the spend recorded before this point.
+            recorded_before = len(self._unsnapshotted)
+            at = now_ms()
+            rows, spent = await bounded(self._snapshot(at), REFRESH_DEADLINE_SECONDS)
         budgets: dict[int, Budget] = {}
         for row in rows:
             start, end = window_bounds(row["budget_window"], at)

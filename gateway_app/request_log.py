@@ -29,9 +29,10 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -58,9 +59,18 @@ TAG_HEADERS = {
 }
 TAGS_HEADER = b"x-gateway-tags"  # comma-separated k=v pairs
 _REDACTED_FIELDS = frozenset({"api_key", "authorization", "password", "secret", "token"})
-# Told (service_account_id, created_at, cost_micros, reserved_micros) once per record when it
-# leaves the queue: its ledger row committed or spooled (cost), or lost (its reservation as cost).
-SpendListener = Callable[[int | None, int, int, int], None]
+
+
+class SpendListener(Protocol):
+    """Told of every record's spend once it leaves the queue (the budget tracker)."""
+
+    def record(
+        self, service_account_id: int | None, created_at: int, cost_micros: int, reserved_micros: int
+    ) -> None:
+        """Its ledger row committed or spooled (cost), or lost (its reservation as cost)."""
+
+    def settling(self) -> AbstractAsyncContextManager[None]:
+        """Held from a ledger commit until its records are told: no reload reads in between."""
 
 
 @dataclass(slots=True)
@@ -371,7 +381,8 @@ class RequestLogWriter:
             return await self._spool_batch(batch, [self._price(r) for r in batch], "behind spooled rows")
         if not self._queue:
             return False
-        await self._commit(self._take())
+        async with self._on_spend.settling() if self._on_spend else contextlib.nullcontext():
+            await self._commit(self._take())
         return True
 
     async def _replay(self) -> bool:
@@ -477,7 +488,7 @@ class RequestLogWriter:
 
     def _settle(self, record: RequestRecord, cost: int) -> None:
         if self._on_spend is not None and (cost or record.reserved_micros):
-            self._on_spend(record.service_account_id, record.created_at, cost, record.reserved_micros)
+            self._on_spend.record(record.service_account_id, record.created_at, cost, record.reserved_micros)
 
     def _price(self, r: RequestRecord) -> _Usage:
         prompt_tokens, completion_tokens = (
