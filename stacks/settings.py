@@ -246,24 +246,6 @@ class GatewayAppSettings(_Settings):
     purge_retention: Literal["1d", "3d", "7d"] | None = "7d"
     resources: Resources = Resources()
 
-    @model_validator(mode="after")
-    def _cross_references(self) -> GatewayAppSettings:
-        if self.pool_min > self.pool_max:
-            raise ValueError("poolMin must not exceed poolMax")
-        providers = {p.name for p in self.providers}
-        for model in self.models:
-            unknown = sorted({r.provider for r in model.routes} - providers)
-            if unknown:
-                raise ValueError(
-                    f"model '{model.name}' routes to undeclared provider(s): {', '.join(unknown)}"
-                )
-        for provider in self.providers:
-            if provider.type == "openai_compat" and not (provider.base_url and provider.pricing_provider_id):
-                raise ValueError(
-                    f"openai_compat provider '{provider.name}' needs baseUrl and pricingProviderId"
-                )
-        return self
-
     @property
     def provider_key_envs(self) -> list[str]:
         return sorted({p.api_key_env for p in self.providers if p.api_key_env})
@@ -629,8 +611,28 @@ def _scheduling_problems(settings: StackSettings) -> list[Problem]:
     return problems
 
 
+def _gateway_config_problems(app: GatewayAppSettings) -> list[Problem]:
+    """What the gateway itself refuses in the config the stack builds (its own schema and checks)."""
+    from gateway_app.config import ConfigError  # late: the gateway's schema, not repeated here
+    from stacks.gateway_config import render_gateway_config  # late: it imports this module
+
+    try:
+        render_gateway_config(app)
+    except ConfigError as exc:
+        return [
+            Problem(
+                "gateway",
+                f"the gateway refuses the config built from it: {path}: {message}",
+                "pulumi config set --path 'gateway.<field>' <value>  # see docs/pulumi.md",
+            )
+            for path, message in exc.problems
+        ]
+    return []
+
+
 def _stack_problems(settings: StackSettings, secret_values: Mapping[str, str]) -> list[Problem]:
     problems = _scheduling_problems(settings)
+    problems += _gateway_config_problems(settings.gateway)
     if (settings.image_tag is None) == (settings.image_digest is None):
         problems.append(
             Problem(

@@ -6,7 +6,9 @@ import copy
 from typing import Any
 
 import pytest
+from pydantic import Field, create_model
 
+from gateway_app import config as gateway_schema
 from stacks.offline import run_stack
 from stacks.settings import SettingsError, parse_settings
 from tests.stacks.conftest import STACKS, raw_settings
@@ -239,7 +241,12 @@ def test_routes_name_declared_providers() -> None:
     raw = raw_settings("local")
     raw["gateway"]["models"][0]["routes"][0]["provider"] = "openai"
     problem = only_problem(raw, "local")
-    assert problem.message == "model 'echo-1' routes to undeclared provider(s): openai"
+    # The gateway's own cross check, not a copy of it in the stack settings.
+    assert problem.key == "gateway"
+    assert problem.message == (
+        "the gateway refuses the config built from it: "
+        "models[0].routes[0].provider: unknown provider 'openai'; declared: echo"
+    )
 
 
 def test_unknown_node_pool() -> None:
@@ -260,3 +267,39 @@ def test_program_refuses_before_declaring_anything() -> None:
         run_stack("local", overrides={"imageTag": "latest"})
     assert "imageTag: 'latest' moves" in str(refused.value)
     assert "fix: pulumi config set imageDigest sha256:<digest>" in str(refused.value)
+
+
+def test_the_gateway_checks_the_config_the_stack_builds() -> None:
+    """Checks only the gateway knows (its bundled pricing catalog) refuse the stack's settings."""
+    raw = raw_settings("staging")
+    raw["gateway"]["providers"][1]["pricingProviderId"] = "no-such-catalog-entry"
+    problem = only_problem(raw, "staging")
+    assert problem.key == "gateway"
+    assert "'no-such-catalog-entry' is not in the bundled pricing catalog" in problem.message
+
+
+def _server_settings_with(drop: str, add: dict[str, Any]) -> type:
+    fields: dict[str, Any] = {
+        name: (info.annotation, info)
+        for name, info in gateway_schema.ServerSettings.model_fields.items()
+        if name != drop
+    }
+    fields.update(add)
+    return create_model("ServerSettings", __base__=gateway_schema._Strict, **fields)
+
+
+@pytest.mark.parametrize(
+    ("drop", "add", "expected"),
+    [
+        # The gateway renames a field the stack sets: the stack's build is refused.
+        ("access_log", {"access_logging": (bool, False)}, "ServerSettings.access_log: Extra inputs"),
+        # The gateway gains a required field the stack does not know.
+        ("", {"node_name": (str, Field(min_length=1))}, "ServerSettings.node_name: Field required"),
+    ],
+)
+def test_stack_and_gateway_schema_cannot_drift(
+    monkeypatch: pytest.MonkeyPatch, drop: str, add: dict[str, Any], expected: str
+) -> None:
+    monkeypatch.setattr(gateway_schema, "ServerSettings", _server_settings_with(drop, add))
+    problem = only_problem(raw_settings("local"), "local")
+    assert problem.key == "gateway" and expected in problem.message, problem.message
