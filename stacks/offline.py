@@ -142,6 +142,8 @@ class CapturedResource:
     inputs: dict[str, Any]
     # Outputs the program asked the engine to keep secret (additional_secret_outputs).
     secret_outputs: tuple[str, ...] = ()
+    # The names of the resource's aliases (names it had in earlier versions of the program).
+    alias_names: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str | None:
@@ -201,6 +203,9 @@ class RecordingMonitor(MockMonitor):
                     values=_plain(raw),
                     inputs=_redacted(raw),
                     secret_outputs=tuple(request.additionalSecretOutputs),
+                    alias_names=tuple(
+                        a.spec.name for a in request.aliases if a.HasField("spec") and a.spec.name
+                    ),
                 )
             )
         return response

@@ -330,16 +330,17 @@ class IngressSettings(_Settings):
 
 class ObservabilitySettings(_Settings):
     service_monitor: bool = False
-    # Deploys the alert rules file (a plain Prometheus rules file) as a PrometheusRule; it must exist.
+    # Deploys the gateway's alert rules (package data of gateway_app) as a PrometheusRule, or the
+    # operator's own rules file (a plain Prometheus rules file, relative to the project) instead.
     prometheus_rule: bool = False
-    alert_rules_file: str = "gateway_app/alerts/rules.yml"
+    alert_rules_file: str | None = None
     # Ships the gateway's Grafana dashboard as a ConfigMap labelled for the Grafana sidecar.
     grafana_dashboard: bool = False
     monitoring_namespace: DnsLabel = "monitoring"
 
     @property
-    def alert_rules_path(self) -> Path:
-        return REPO_ROOT / self.alert_rules_file
+    def alert_rules_path(self) -> Path | None:
+        return REPO_ROOT / self.alert_rules_file if self.alert_rules_file else None
 
 
 class JobsSettings(_Settings):
@@ -707,7 +708,7 @@ def _stack_problems(settings: StackSettings, secret_values: Mapping[str, str]) -
             )
         )
     rules = settings.observability
-    if rules.prometheus_rule and not rules.alert_rules_path.is_file():
+    if rules.prometheus_rule and rules.alert_rules_path and not rules.alert_rules_path.is_file():
         problems.append(
             Problem(
                 "observability.prometheusRule",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from stacks.components.base import Component
 from stacks.k8s import labels, selector
 from stacks.settings import SchedulingSettings
 
@@ -18,14 +19,14 @@ class HighAvailabilityArgs:
     deployment_name: str
 
 
-class HighAvailability(pulumi.ComponentResource):
+class HighAvailability(Component):
     def __init__(self, name: str, args: HighAvailabilityArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("llm-gateway:stack:HighAvailability", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        super().__init__("HighAvailability", name, opts)
+        child = self.child_opts()
         sched, ns = args.scheduling, args.namespace
         if sched.priority_class:
             k8s.scheduling.v1.PriorityClass(
-                "priority-class",
+                self.child_name("priority-class"),
                 metadata={"name": sched.priority_class.name, "labels": labels("scheduling")},
                 value=sched.priority_class.value,
                 global_default=False,
@@ -36,7 +37,7 @@ class HighAvailability(pulumi.ComponentResource):
         if sched.autoscaling:
             scaling = sched.autoscaling
             k8s.autoscaling.v2.HorizontalPodAutoscaler(
-                "gateway-hpa",
+                self.child_name("hpa"),
                 metadata={"name": args.deployment_name, "namespace": ns, "labels": labels("server")},
                 spec={
                     "scaleTargetRef": {
@@ -80,7 +81,7 @@ class HighAvailability(pulumi.ComponentResource):
         # A single replica gets no budget: any budget would either block every drain or protect nothing.
         if sched.min_replicas >= 2:
             k8s.policy.v1.PodDisruptionBudget(
-                "gateway-pdb",
+                self.child_name("pdb"),
                 metadata={"name": args.deployment_name, "namespace": ns, "labels": labels("server")},
                 spec={
                     "maxUnavailable": sched.pdb_max_unavailable,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -10,6 +11,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 from pulumi_aws import ec2, rds
 
+from stacks.components.base import Component
 from stacks.k8s import (
     POSTGRES_UID,
     checkov_skips,
@@ -29,11 +31,13 @@ CNPG_CLUSTER_NAME = "llm-gateway-db"
 class DatabaseArgs:
     settings: DatabaseSettings
     namespace: str
-    stack: str
-    production: bool
-    backup_retention_days: int
+    # aws_rds: the instance identifier (unique per account and region) and the tags of its resources.
+    identifier: str
+    production: bool = False
+    backup_retention_days: int = 1
+    tags: Mapping[str, str] = field(default_factory=dict)
     # The URL of an external database (secret config); required for kind external only.
-    external_url: pulumi.Output[str] | None
+    external_url: pulumi.Output[str] | None = None
 
 
 def postgres_url(
@@ -44,15 +48,15 @@ def postgres_url(
     )
 
 
-class Database(pulumi.ComponentResource):
+class Database(Component):
     """Declares the database of the chosen kind; ``url`` is the secret connection URL for the gateway."""
 
     url: pulumi.Output[str]
 
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("llm-gateway:stack:Database", name, None, opts)
+        super().__init__("Database", name, opts)
         self._args = args
-        child = pulumi.ResourceOptions(parent=self)
+        child = self.child_opts()
         builders = {
             "in_cluster": self._in_cluster,
             "cloudnativepg": self._cloudnativepg,
@@ -64,7 +68,7 @@ class Database(pulumi.ComponentResource):
 
     def _password(self, name: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
         # Alphanumeric: the password sits inside a URL and RDS rejects '/', '@', '"' and spaces.
-        password = random.RandomPassword(name, length=32, special=False, opts=opts)
+        password = random.RandomPassword(self.child_name(name), length=32, special=False, opts=opts)
         return pulumi.Output.secret(password.result)
 
     def _in_cluster(self, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
@@ -72,7 +76,7 @@ class Database(pulumi.ComponentResource):
         pg = settings.in_cluster
         password = self._password("postgres-password", opts)
         credentials = k8s.core.v1.Secret(
-            "postgres-credentials",
+            self.child_name("postgres-credentials"),
             metadata={
                 "name": IN_CLUSTER_NAME,
                 "namespace": ns,
@@ -88,7 +92,7 @@ class Database(pulumi.ComponentResource):
         )
         pod_labels = selector("database", IN_CLUSTER_NAME)
         service = k8s.core.v1.Service(
-            "postgres-service",
+            self.child_name("postgres-service"),
             metadata={
                 "name": IN_CLUSTER_NAME,
                 "namespace": ns,
@@ -112,7 +116,7 @@ class Database(pulumi.ComponentResource):
         if pg.storage_class:
             claim["storageClassName"] = pg.storage_class
         k8s.apps.v1.StatefulSet(
-            "postgres",
+            self.child_name("postgres"),
             metadata={
                 "name": IN_CLUSTER_NAME,
                 "namespace": ns,
@@ -170,7 +174,7 @@ class Database(pulumi.ComponentResource):
         )
         # Only the gateway's pods reach the database; it needs no egress at all.
         k8s.networking.v1.NetworkPolicy(
-            "postgres-network-policy",
+            self.child_name("postgres-network-policy"),
             metadata={
                 "name": IN_CLUSTER_NAME,
                 "namespace": ns,
@@ -198,7 +202,7 @@ class Database(pulumi.ComponentResource):
         password = self._password("cnpg-app-password", opts)
         credentials_name = f"{CNPG_CLUSTER_NAME}-app-credentials"
         credentials = k8s.core.v1.Secret(
-            "cnpg-app-credentials",
+            self.child_name("cnpg-app-credentials"),
             metadata={
                 "name": credentials_name,
                 "namespace": ns,
@@ -212,7 +216,7 @@ class Database(pulumi.ComponentResource):
         if cnpg.storage_class:
             storage["storageClass"] = cnpg.storage_class
         k8s.apiextensions.CustomResource(
-            "cnpg-cluster",
+            self.child_name("cnpg-cluster"),
             api_version="postgresql.cnpg.io/v1",
             kind="Cluster",
             metadata={
@@ -247,13 +251,17 @@ class Database(pulumi.ComponentResource):
     def _aws_rds(self, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
         args = self._args
         settings, aws_rds = args.settings, args.settings.aws_rds
-        identifier = f"llm-gateway-{args.stack}"
-        tags = {"app": "llm-gateway", "stack": args.stack, "production": str(args.production).lower()}
+        identifier = args.identifier
+        tags = {**args.tags, "production": str(args.production).lower()}
         subnets = rds.SubnetGroup(
-            "rds-subnets", name=identifier, subnet_ids=aws_rds.subnet_ids, tags=tags, opts=opts
+            self.child_name("rds-subnets"),
+            name=identifier,
+            subnet_ids=aws_rds.subnet_ids,
+            tags=tags,
+            opts=opts,
         )
         security_group = ec2.SecurityGroup(
-            "rds-security-group",
+            self.child_name("rds-security-group"),
             name=f"{identifier}-db",
             description="PostgreSQL for the LLM gateway: reachable only from the Kubernetes nodes",
             vpc_id=aws_rds.vpc_id,
@@ -272,7 +280,7 @@ class Database(pulumi.ComponentResource):
         )
         password = self._password("rds-master-password", opts)
         instance = rds.Instance(
-            "rds-instance",
+            self.child_name("rds-instance"),
             identifier=identifier,
             engine="postgres",
             engine_version=aws_rds.engine_version,

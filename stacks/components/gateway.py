@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from stacks.components.base import Component
 from stacks.gateway_config import CONFIG_DIR, CONFIG_PATH, PORT, config_checksum, config_yaml
 from stacks.k8s import (
     APP_NAME,
@@ -20,7 +22,7 @@ from stacks.k8s import (
     selector,
 )
 from stacks.scheduling import node_pool_placement, server_placement
-from stacks.settings import StackSettings
+from stacks.settings import GatewayAppSettings, IngressSettings, JobsSettings, SchedulingSettings
 
 PRE_STOP_SLEEP_SECONDS = 5
 # Room after the drain for the process to exit before SIGKILL.
@@ -34,57 +36,67 @@ SERVICE_PORT = 80
 
 @dataclass(frozen=True)
 class GatewayArgs:
-    settings: StackSettings
+    namespace: str
+    # The image reference: repository:tag or repository@sha256:digest.
+    image: str
+    app: GatewayAppSettings
+    scheduling: SchedulingSettings
+    # The Secret the pods take their env from (see GatewaySecrets).
     secret_name: str
+    ingress: IngressSettings = field(default_factory=IngressSettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
+    service_account_annotations: Mapping[str, str] = field(default_factory=dict)
     # Resources the pods need before they start: the gateway Secret (or its ExternalSecret) and the database.
-    prerequisites: list[pulumi.Resource]
+    prerequisites: list[pulumi.Resource] = field(default_factory=list)
+
+    @property
+    def pinned_by_digest(self) -> bool:
+        return "@sha256:" in self.image
 
 
-def _container_skips(settings: StackSettings) -> dict[str, str]:
+def _container_skips(args: GatewayArgs) -> dict[str, str]:
     reasons = {
         "CKV_K8S_35": "the gateway contract reads secrets as env.NAME references from the pod "
         "environment; values come from a Secret via envFrom, never from the ConfigMap"
     }
-    if settings.gateway.resources.cpu_limit is None:
+    if args.app.resources.cpu_limit is None:
         reasons["CKV_K8S_11"] = (
             "no CPU limit by design: CFS throttling stalls streamed responses; the CPU request "
             "reserves capacity and the HPA scales on it"
         )
-    if settings.image_digest is None:
+    if not args.pinned_by_digest:
         reasons["CKV_K8S_43"] = "this stack pins the image by an immutable release tag (imageTag)"
     return reasons
 
 
-class Gateway(pulumi.ComponentResource):
+class Gateway(Component):
     deployment_name: str
     service_name: str
+    config_checksum: str
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("llm-gateway:stack:Gateway", name, None, opts)
-        self._settings = settings = args.settings
-        self._secret_name = args.secret_name
-        self._checksum = config_checksum(settings.gateway)
+        super().__init__("Gateway", name, opts)
+        self._args = args
+        self._checksum = config_checksum(args.app)
+        self.config_checksum = self._checksum
         self.deployment_name = APP_NAME
         self.service_name = APP_NAME
-        child = pulumi.ResourceOptions(parent=self)
-        ns = settings.namespace
+        child = self.child_opts()
+        ns = args.namespace
 
         config_map = k8s.core.v1.ConfigMap(
-            "gateway-config",
+            self.child_name("config"),
             metadata={"name": CONFIG_MAP_NAME, "namespace": ns, "labels": labels("server")},
-            data={CONFIG_MAP_KEY: config_yaml(settings.gateway)},
+            data={CONFIG_MAP_KEY: config_yaml(args.app)},
             opts=child,
         )
-        service_account_annotations = (
-            {"eks.amazonaws.com/role-arn": settings.aws.irsa_role_arn} if settings.aws.irsa_role_arn else {}
-        )
         service_account = k8s.core.v1.ServiceAccount(
-            "gateway-service-account",
+            self.child_name("service-account"),
             metadata={
                 "name": APP_NAME,
                 "namespace": ns,
                 "labels": labels("server"),
-                "annotations": service_account_annotations,
+                "annotations": dict(args.service_account_annotations),
             },
             # The gateway never calls the Kubernetes API.
             automount_service_account_token=False,
@@ -97,14 +109,14 @@ class Gateway(pulumi.ComponentResource):
         after_migrate = pulumi.ResourceOptions.merge(
             before_pods, pulumi.ResourceOptions(depends_on=[migrate])
         )
-        if settings.jobs.bootstrap_admin:
+        if args.jobs.bootstrap_admin:
             self._job("bootstrap-admin", ["bootstrap-admin"], ttl=True, opts=after_migrate)
-        if settings.jobs.seed:
+        if args.jobs.seed:
             self._job("seed", ["seed-config"], ttl=True, opts=after_migrate)
         # The migration Job must complete before new pods roll: pods run with migrations: check.
         self._deployment(after_migrate)
         service = k8s.core.v1.Service(
-            "gateway-service",
+            self.child_name("service"),
             metadata={"name": APP_NAME, "namespace": ns, "labels": labels("server")},
             spec={
                 "type": "ClusterIP",
@@ -113,14 +125,14 @@ class Gateway(pulumi.ComponentResource):
             },
             opts=child,
         )
-        if settings.ingress.enabled:
+        if args.ingress.enabled:
             self._ingress(pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[service])))
         self.register_outputs(
             {
                 "deploymentName": self.deployment_name,
                 "serviceName": self.service_name,
                 "configChecksum": self._checksum,
-                "image": settings.image_ref,
+                "image": args.image,
             }
         )
 
@@ -145,19 +157,19 @@ class Gateway(pulumi.ComponentResource):
         }
 
     def _container(self, name: str, command_args: list[str]) -> dict[str, Any]:
-        settings = self._settings
-        resources = settings.gateway.resources
+        args = self._args
+        resources = args.app.resources
         limits = {"memory": resources.memory_limit}
         if resources.cpu_limit:
             limits["cpu"] = resources.cpu_limit
         return {
             "name": name,
-            "image": settings.image_ref,
+            "image": args.image,
             # A digest never changes; a tag is re-checked so every node runs what the registry says.
-            "imagePullPolicy": "IfNotPresent" if settings.image_digest else "Always",
+            "imagePullPolicy": "IfNotPresent" if args.pinned_by_digest else "Always",
             "command": ["gateway"],
             "args": [*command_args, "--config", CONFIG_PATH],
-            "envFrom": [{"secretRef": {"name": self._secret_name}}],
+            "envFrom": [{"secretRef": {"name": args.secret_name}}],
             "resources": {
                 "requests": {"cpu": resources.requests.cpu, "memory": resources.requests.memory},
                 "limits": limits,
@@ -172,9 +184,9 @@ class Gateway(pulumi.ComponentResource):
     def _job(
         self, purpose: str, command_args: list[str], ttl: bool, opts: pulumi.ResourceOptions
     ) -> k8s.batch.v1.Job:
-        settings = self._settings
+        args = self._args
         # Jobs are immutable: a new image or config gets a new Job, so each release migrates once.
-        revision = hashlib.sha256(f"{settings.image_ref}\n{self._checksum}".encode()).hexdigest()[:10]
+        revision = hashlib.sha256(f"{args.image}\n{self._checksum}".encode()).hexdigest()[:10]
         job_labels = labels(purpose)
         spec: dict[str, Any] = {
             "backoffLimit": 2,
@@ -183,27 +195,27 @@ class Gateway(pulumi.ComponentResource):
                 "metadata": {"labels": job_labels},
                 "spec": {
                     **self._pod_spec(self._container(purpose, command_args), "Never"),
-                    **node_pool_placement(settings.scheduling),
+                    **node_pool_placement(args.scheduling),
                 },
             },
         }
         if ttl:
-            spec["ttlSecondsAfterFinished"] = settings.jobs.ttl_seconds_after_finished
+            spec["ttlSecondsAfterFinished"] = args.jobs.ttl_seconds_after_finished
         return k8s.batch.v1.Job(
-            f"{purpose}-job",
+            self.child_name(f"{purpose}-job"),
             metadata={
                 "name": f"{APP_NAME}-{purpose}-{revision}",
-                "namespace": settings.namespace,
+                "namespace": args.namespace,
                 "labels": job_labels,
-                "annotations": checkov_skips(_container_skips(settings)),
+                "annotations": checkov_skips(_container_skips(args)),
             },
             spec=spec,
             opts=opts,
         )
 
     def _deployment(self, opts: pulumi.ResourceOptions) -> k8s.apps.v1.Deployment:
-        settings = self._settings
-        sched, grace = settings.scheduling, settings.gateway.shutdown_grace_seconds
+        args = self._args
+        sched, grace = args.scheduling, args.app.shutdown_grace_seconds
         container = {
             **self._container(GATEWAY_CONTAINER, ["serve"]),
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
@@ -253,20 +265,20 @@ class Gateway(pulumi.ComponentResource):
         if sched.autoscaling is None:
             spec["replicas"] = sched.min_replicas
         return k8s.apps.v1.Deployment(
-            "gateway-deployment",
+            self.child_name("deployment"),
             metadata={
                 "name": self.deployment_name,
-                "namespace": settings.namespace,
+                "namespace": args.namespace,
                 "labels": labels("server"),
-                "annotations": checkov_skips(_container_skips(settings)),
+                "annotations": checkov_skips(_container_skips(args)),
             },
             spec=spec,
             opts=opts,
         )
 
     def _ingress(self, opts: pulumi.ResourceOptions) -> k8s.networking.v1.Ingress:
-        settings = self._settings
-        ingress = settings.ingress
+        args = self._args
+        ingress = args.ingress
         spec: dict[str, Any] = {
             "ingressClassName": ingress.class_name,
             "rules": [
@@ -286,12 +298,12 @@ class Gateway(pulumi.ComponentResource):
         }
         if ingress.tls_secret_name:
             spec["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret_name}]
-        timeout = str(int(settings.gateway.request_timeout_seconds) + 10)
+        timeout = str(int(args.app.request_timeout_seconds) + 10)
         return k8s.networking.v1.Ingress(
-            "gateway-ingress",
+            self.child_name("ingress"),
             metadata={
                 "name": APP_NAME,
-                "namespace": settings.namespace,
+                "namespace": args.namespace,
                 "labels": labels("server"),
                 # Streamed completions: no proxy buffering, and reads outlast the request timeout.
                 "annotations": {

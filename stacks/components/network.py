@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_kubernetes as k8s
 
+from stacks.components.base import Component
 from stacks.components.database import CNPG_CLUSTER_NAME, IN_CLUSTER_NAME, POSTGRES_PORT
 from stacks.gateway_config import PORT
 from stacks.k8s import APP_NAME, NAME_LABEL, labels, selector
-from stacks.settings import StackSettings
+from stacks.settings import DatabaseSettings, GatewayAppSettings
 
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
@@ -20,7 +21,18 @@ NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
 @dataclass(frozen=True)
 class GatewayNetworkArgs:
-    settings: StackSettings
+    namespace: str
+    database: DatabaseSettings
+    # Endpoints the gateway calls (providers, OTLP): see upstream_urls().
+    upstream_urls: tuple[str, ...]
+    # Namespaces allowed in: the ingress controller's (and the monitoring one with a ServiceMonitor).
+    source_namespaces: tuple[str, ...]
+
+
+def upstream_urls(app: GatewayAppSettings) -> tuple[str, ...]:
+    """The base URLs of the gateway's providers and its OTLP endpoints."""
+    urls = [p.base_url for p in app.providers if p.base_url]
+    return tuple(urls + [url for url in (app.otel_endpoint, app.otel_metrics_endpoint) if url])
 
 
 def _namespace(name: str) -> dict[str, Any]:
@@ -42,8 +54,7 @@ def url_egress(url: str) -> dict[str, Any]:
     return {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}], "ports": _tcp(port)}
 
 
-def database_egress(settings: StackSettings) -> dict[str, Any]:
-    database = settings.database
+def database_egress(database: DatabaseSettings) -> dict[str, Any]:
     if database.kind == "in_cluster":
         return {
             "to": [{"podSelector": {"matchLabels": selector("database", IN_CLUSTER_NAME)}}],
@@ -59,43 +70,35 @@ def database_egress(settings: StackSettings) -> dict[str, Any]:
     return {"to": [{"ipBlock": {"cidr": cidr}} for cidr in section.egress_cidrs], "ports": _tcp(port)}
 
 
-def egress_rules(settings: StackSettings) -> list[dict[str, Any]]:
+def egress_rules(database: DatabaseSettings, urls: tuple[str, ...]) -> list[dict[str, Any]]:
     dns = {
         "to": [{**_namespace("kube-system"), "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }
-    app = settings.gateway
-    urls = [p.base_url for p in app.providers if p.base_url] + [
-        url for url in (app.otel_endpoint, app.otel_metrics_endpoint) if url
-    ]
-    rules = [dns, database_egress(settings)]
+    rules = [dns, database_egress(database)]
     for rule in map(url_egress, urls):
         if rule not in rules:
             rules.append(rule)
     return rules
 
 
-def ingress_rules(settings: StackSettings) -> list[dict[str, Any]]:
-    sources = [_namespace(settings.ingress.controller_namespace)]
-    if settings.observability.service_monitor:
-        sources.append(_namespace(settings.observability.monitoring_namespace))
-    return [{"from": sources, "ports": _tcp(PORT)}]
+def ingress_rules(source_namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{"from": [_namespace(name) for name in source_namespaces], "ports": _tcp(PORT)}]
 
 
-class GatewayNetwork(pulumi.ComponentResource):
+class GatewayNetwork(Component):
     def __init__(self, name: str, args: GatewayNetworkArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("llm-gateway:stack:GatewayNetwork", name, None, opts)
-        settings = args.settings
+        super().__init__("GatewayNetwork", name, opts)
         k8s.networking.v1.NetworkPolicy(
-            "gateway-network-policy",
-            metadata={"name": APP_NAME, "namespace": settings.namespace, "labels": labels("network")},
+            self.child_name("policy"),
+            metadata={"name": APP_NAME, "namespace": args.namespace, "labels": labels("network")},
             spec={
                 # The server and its Jobs: everything labelled as the gateway.
                 "podSelector": {"matchLabels": {NAME_LABEL: APP_NAME}},
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": ingress_rules(settings),
-                "egress": egress_rules(settings),
+                "ingress": ingress_rules(args.source_namespaces),
+                "egress": egress_rules(args.database, args.upstream_urls),
             },
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=self.child_opts(),
         )
         self.register_outputs({})

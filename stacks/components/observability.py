@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from stacks.components.base import Component
 from stacks.k8s import APP_NAME, labels, selector
 from stacks.settings import ObservabilitySettings
 
@@ -23,21 +23,26 @@ def gateway_dashboard() -> str:
     return (resources.files("gateway_app") / "dashboards" / "gateway.json").read_text()
 
 
+def gateway_alert_rules() -> str:
+    """The alert rules (a plain Prometheus rules file), as the gateway package ships them."""
+    return (resources.files("gateway_app") / "alerts" / "rules.yml").read_text()
+
+
 @dataclass(frozen=True)
 class ObservabilityArgs:
     settings: ObservabilitySettings
     namespace: str
-    # Checked to exist by the settings; read here so the rules ship verbatim.
-    alert_rules_file: Path
+    # A Prometheus rules file's text to deploy instead of the gateway's own rules.
+    alert_rules: str | None = None
 
 
-class Observability(pulumi.ComponentResource):
+class Observability(Component):
     def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("llm-gateway:stack:Observability", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        super().__init__("Observability", name, opts)
+        child = self.child_opts()
         if args.settings.service_monitor:
             k8s.apiextensions.CustomResource(
-                "gateway-service-monitor",
+                self.child_name("service-monitor"),
                 api_version="monitoring.coreos.com/v1",
                 kind="ServiceMonitor",
                 metadata={"name": APP_NAME, "namespace": args.namespace, "labels": labels("monitoring")},
@@ -48,9 +53,9 @@ class Observability(pulumi.ComponentResource):
                 opts=child,
             )
         if args.settings.prometheus_rule:
-            rules = yaml.safe_load(args.alert_rules_file.read_text())
+            rules = yaml.safe_load(args.alert_rules or gateway_alert_rules())
             k8s.apiextensions.CustomResource(
-                "gateway-prometheus-rule",
+                self.child_name("prometheus-rule"),
                 api_version="monitoring.coreos.com/v1",
                 kind="PrometheusRule",
                 metadata={"name": APP_NAME, "namespace": args.namespace, "labels": labels("monitoring")},
@@ -59,7 +64,7 @@ class Observability(pulumi.ComponentResource):
             )
         if args.settings.grafana_dashboard:
             k8s.core.v1.ConfigMap(
-                f"{name}-grafana-dashboard",
+                self.child_name("grafana-dashboard"),
                 metadata={
                     "name": f"{APP_NAME}-dashboard",
                     "namespace": args.namespace,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 from pulumi_aws import secretsmanager
 
+from stacks.components.base import Component
 from stacks.gateway_config import (
     BOOTSTRAP_ADMIN_PASSWORD_ENV,
     DATABASE_URL_ENV,
@@ -17,7 +19,7 @@ from stacks.gateway_config import (
     SEED_KEY_ENV,
 )
 from stacks.k8s import labels
-from stacks.settings import GatewayAppSettings, SecretsSettings, SuppliedSecrets
+from stacks.settings import SecretsSettings, SuppliedSecrets
 
 SECRET_NAME = "llm-gateway-env"
 
@@ -25,14 +27,20 @@ SECRET_NAME = "llm-gateway-env"
 @dataclass(frozen=True)
 class GatewaySecretsArgs:
     settings: SecretsSettings
-    app: GatewayAppSettings
     namespace: str
-    stack: str
     database_url: pulumi.Output[str]
-    supplied: SuppliedSecrets
+    # The env vars the gateway config refers to besides the database URL.
+    provider_key_envs: tuple[str, ...] = ()
+    bootstrap_admin: bool = False
+    seed_key: bool = False
+    supplied: SuppliedSecrets = field(default_factory=SuppliedSecrets)
+    # aws_secrets_manager: the secret's name (unique per account and region; default
+    # '<component name>/gateway') and tags.
+    secrets_manager_name: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
-class GatewaySecrets(pulumi.ComponentResource):
+class GatewaySecrets(Component):
     """Makes the Kubernetes Secret ``secret_name`` hold every env var the gateway config refers to."""
 
     secret_name: str
@@ -40,16 +48,16 @@ class GatewaySecrets(pulumi.ComponentResource):
     ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: GatewaySecretsArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("llm-gateway:stack:GatewaySecrets", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        super().__init__("GatewaySecrets", name, opts)
+        child = self.child_opts()
         values = self._values(args, child)
         self.secret_name = SECRET_NAME
         if args.settings.backend == "kubernetes":
             provider_keys = args.supplied.provider_api_keys or pulumi.Output.secret({})
-            for env in args.app.provider_key_envs:
+            for env in args.provider_key_envs:
                 values[env] = pulumi.Output.secret(provider_keys.apply(lambda keys, env=env: keys[env]))
             secret = k8s.core.v1.Secret(
-                "gateway-env",
+                self.child_name("env"),
                 metadata={"name": SECRET_NAME, "namespace": args.namespace, "labels": labels("secrets")},
                 type="Opaque",
                 # One secret value per key: the key names stay visible in previews, the values never.
@@ -61,54 +69,61 @@ class GatewaySecrets(pulumi.ComponentResource):
             self.ready = [self._secrets_manager(args, values, child)]
         self.register_outputs({"secretName": self.secret_name})
 
-    @staticmethod
-    def _values(args: GatewaySecretsArgs, opts: pulumi.ResourceOptions) -> dict[str, pulumi.Output[str]]:
+    def _values(
+        self, args: GatewaySecretsArgs, opts: pulumi.ResourceOptions
+    ) -> dict[str, pulumi.Output[str]]:
         supplied = args.supplied
         values: dict[str, pulumi.Input[str]] = {
             DATABASE_URL_ENV: args.database_url,
             ENCRYPTION_KEY_ENV: supplied.encryption_key
-            or random.RandomPassword("encryption-key", length=64, special=False, opts=opts).result,
+            or random.RandomPassword(
+                self.child_name("encryption-key"), length=64, special=False, opts=opts
+            ).result,
         }
-        if args.app.bootstrap_admin_email:
+        if args.bootstrap_admin:
             values[BOOTSTRAP_ADMIN_PASSWORD_ENV] = (
                 supplied.bootstrap_admin_password
                 or random.RandomPassword(
-                    "bootstrap-admin-password", length=24, special=True, override_special="-_.,:+", opts=opts
+                    self.child_name("bootstrap-admin-password"),
+                    length=24,
+                    special=True,
+                    override_special="-_.,:+",
+                    opts=opts,
                 ).result
             )
-        if args.app.seed_service_account:
-            values[SEED_KEY_ENV] = supplied.seed_key or GatewaySecrets._generated_seed_key(opts)
+        if args.seed_key:
+            values[SEED_KEY_ENV] = supplied.seed_key or self._generated_seed_key(opts)
         return {env: pulumi.Output.secret(value) for env, value in values.items()}
 
-    @staticmethod
-    def _generated_seed_key(opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    def _generated_seed_key(self, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
         # The gateway key format: gwk_<public_id 12 x [a-z0-9]>.<secret 40 x [A-Za-z0-9]>.
         # RandomString's result is plain in the state unless marked: both halves are encrypted there.
         secret_result = pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(additional_secret_outputs=["result"])
         )
         public_id = random.RandomString(
-            "seed-key-public-id", length=12, special=False, upper=False, opts=secret_result
+            self.child_name("seed-key-public-id"), length=12, special=False, upper=False, opts=secret_result
         )
-        secret = random.RandomString("seed-key-secret", length=40, special=False, opts=secret_result)
+        secret = random.RandomString(
+            self.child_name("seed-key-secret"), length=40, special=False, opts=secret_result
+        )
         return pulumi.Output.format("gwk_{0}.{1}", public_id.result, secret.result)
 
-    @staticmethod
     def _secrets_manager(
-        args: GatewaySecretsArgs, values: dict[str, pulumi.Output[str]], opts: pulumi.ResourceOptions
+        self, args: GatewaySecretsArgs, values: dict[str, pulumi.Output[str]], opts: pulumi.ResourceOptions
     ) -> pulumi.Resource:
         settings = args.settings
         stored = secretsmanager.Secret(
-            "gateway-env-secret",
-            name=f"llm-gateway/{args.stack}/gateway",
+            self.child_name("env-secret"),
+            name=args.secrets_manager_name or f"{self.resource_name}/gateway",
             description="LLM gateway environment: database URL, bootstrap admin, seeded key, encryption key",
             recovery_window_in_days=settings.recovery_window_days,
             kms_key_id=settings.kms_key_id,
-            tags={"app": "llm-gateway", "stack": args.stack},
+            tags=dict(args.tags),
             opts=opts,
         )
         version = secretsmanager.SecretVersion(
-            "gateway-env-secret-version",
+            self.child_name("env-secret-version"),
             secret_id=stored.id,
             secret_string=pulumi.Output.secret(
                 pulumi.Output.all(**values).apply(lambda v: json.dumps(v, sort_keys=True))
@@ -119,7 +134,7 @@ class GatewaySecrets(pulumi.ComponentResource):
         if settings.provider_keys_secret:
             sources.append({"extract": {"key": settings.provider_keys_secret}})
         return k8s.apiextensions.CustomResource(
-            "gateway-env-external-secret",
+            self.child_name("env-external-secret"),
             api_version="external-secrets.io/v1",
             kind="ExternalSecret",
             metadata={"name": SECRET_NAME, "namespace": args.namespace, "labels": labels("secrets")},

@@ -45,11 +45,11 @@ def raw_settings(stack: str) -> dict[str, Any]:
 
 
 def gateway_config(run: OfflineRun) -> dict[str, Any]:
-    return yaml.safe_load(run.one("ConfigMap", "gateway-config").values["data"]["config.yaml"])
+    return yaml.safe_load(run.one("ConfigMap", "llm-gateway-gateway-config").values["data"]["config.yaml"])
 
 
 def secret_values(run: OfflineRun) -> dict[str, str]:
     """The gateway's secret env values as the mocks produced them."""
     if run.by_type("SecretVersion"):
         return json.loads(run.one("SecretVersion").values["secretString"])
-    return run.one("Secret", "gateway-env").values["stringData"]
+    return run.one("Secret", "llm-gateway-secrets-env").values["stringData"]

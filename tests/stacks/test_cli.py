@@ -76,9 +76,9 @@ def test_diff_exit_codes(
     assert "0 to add, 0 to change, 0 to remove" in capsys.readouterr().out
 
     base = copy.deepcopy(head)
-    deployment = next(r for r in base["resources"] if r["name"] == "gateway-deployment")
+    deployment = next(r for r in base["resources"] if r["name"] == "llm-gateway-gateway-deployment")
     deployment["inputs"]["spec"]["replicas"] = 3
-    base["resources"] = [r for r in base["resources"] if r["name"] != "seed-job"]
+    base["resources"] = [r for r in base["resources"] if r["name"] != "llm-gateway-gateway-seed-job"]
     base["resources"].append(
         {"type": "kubernetes:core/v1:ConfigMap", "name": "old", "parent": "", "dependsOn": [], "inputs": {}}
     )
@@ -86,9 +86,12 @@ def test_diff_exit_codes(
     assert cli.main(["diff", "--stack", "local", "--base", "main"]) == 1
     out = capsys.readouterr().out
     assert "1 to add, 1 to change, 1 to remove" in out
-    assert "+ kubernetes:batch/v1:Job seed-job" in out
+    assert "+ kubernetes:batch/v1:Job llm-gateway-gateway-seed-job" in out
     assert "- kubernetes:core/v1:ConfigMap old" in out
-    assert "~ kubernetes:apps/v1:Deployment gateway-deployment\n    ~ inputs.spec.replicas: 3 -> 1" in out
+    assert (
+        "~ kubernetes:apps/v1:Deployment llm-gateway-gateway-deployment\n    ~ inputs.spec.replicas: 3 -> 1"
+        in out
+    )
 
 
 def test_base_render_in_a_worktree(tmp_path: Path) -> None:

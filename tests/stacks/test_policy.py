@@ -49,7 +49,7 @@ def test_probes(runs: dict[str, OfflineRun]) -> None:
 
 
 def test_pod_security(runs: dict[str, OfflineRun]) -> None:
-    job = resource_of(runs["local"], "Job", "migrate-job")
+    job = resource_of(runs["local"], "Job", "llm-gateway-gateway-migrate-job")
     job.props["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
     context = container(job)["securityContext"]
     context |= {"readOnlyRootFilesystem": False, "allowPrivilegeEscalation": True, "capabilities": {}}
@@ -88,12 +88,12 @@ def test_budget_against_replicas(runs: dict[str, OfflineRun]) -> None:
     assert check_budget_fits_replicas(resources) == []
     resources[2].props["spec"] = {**resources[2].props["spec"], "maxUnavailable": None, "minAvailable": 3}
     assert check_budget_fits_replicas(resources) == [
-        "PodDisruptionBudget gateway-pdb: minAvailable 3 blocks every eviction of 3 replicas"
+        "PodDisruptionBudget llm-gateway-availability-pdb: minAvailable 3 blocks every eviction of 3 replicas"
     ]
 
 
 def test_service_internal(runs: dict[str, OfflineRun]) -> None:
-    service = resource_of(runs["prod"], "Service", "gateway-service")
+    service = resource_of(runs["prod"], "Service", "llm-gateway-gateway-service")
     service.props["spec"]["type"] = "LoadBalancer"
     assert check_service_internal(service)
 
@@ -131,12 +131,12 @@ def test_rds(runs: dict[str, OfflineRun]) -> None:
 
 def test_migration_order(runs: dict[str, OfflineRun]) -> None:
     deployment = resource_of(runs["prod"], "Deployment")
-    migrate = resource_of(runs["prod"], "Job", "migrate-job")
+    migrate = resource_of(runs["prod"], "Job", "llm-gateway-gateway-migrate-job")
     assert check_migration_order([deployment, migrate]) == []
     detached = Resource(deployment.type, deployment.name, deployment.props, deployment.urn, frozenset())
     assert check_migration_order([detached, migrate]) == [
-        "Deployment gateway-deployment must depend on the migration Job"
+        "Deployment llm-gateway-gateway-deployment must depend on the migration Job"
     ]
     assert check_migration_order([deployment]) == [
-        "Deployment gateway-deployment: no migration Job runs before it"
+        "Deployment llm-gateway-gateway-deployment: no migration Job runs before it"
     ]

@@ -76,7 +76,7 @@ def test_rollout_follows_config(runs: dict[str, OfflineRun], stack: str) -> None
     run = runs[stack]
     spec = run.one("Deployment").values["spec"]
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    data = run.one("ConfigMap", "gateway-config").values["data"]["config.yaml"]
+    data = run.one("ConfigMap", "llm-gateway-gateway-config").values["data"]["config.yaml"]
     assert (
         spec["template"]["metadata"]["annotations"]["checksum/config"]
         == hashlib.sha256(data.encode()).hexdigest()
@@ -86,11 +86,14 @@ def test_rollout_follows_config(runs: dict[str, OfflineRun], stack: str) -> None
 @pytest.mark.parametrize("stack", STACKS)
 def test_migration_job_completes_before_the_rollout(runs: dict[str, OfflineRun], stack: str) -> None:
     run = runs[stack]
-    migrate = run.one("Job", "migrate-job")
+    migrate = run.one("Job", "llm-gateway-gateway-migrate-job")
     assert migrate.values["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["migrate", "--apply"]
     assert "ttlSecondsAfterFinished" not in migrate.values["spec"]
     assert migrate.urn in run.one("Deployment").dependencies
-    for one_off in (run.one("Job", "bootstrap-admin-job"), run.one("Job", "seed-job")):
+    for one_off in (
+        run.one("Job", "llm-gateway-gateway-bootstrap-admin-job"),
+        run.one("Job", "llm-gateway-gateway-seed-job"),
+    ):
         assert migrate.urn in one_off.dependencies
         assert one_off.values["spec"]["ttlSecondsAfterFinished"] >= 60
 
@@ -114,7 +117,7 @@ def test_generated_secrets_are_secret_everywhere(runs: dict[str, OfflineRun], st
     values = secret_values(run)
     assert SEED_KEY.match(values["GATEWAY_SEED_KEY"])
     assert values["GATEWAY_DATABASE_URL"].startswith("postgresql://gateway:")
-    public_id = run.one("RandomString", "seed-key-public-id").values
+    public_id = run.one("RandomString", "llm-gateway-secrets-seed-key-public-id").values
     assert (public_id["length"], public_id["special"], public_id["upper"]) == (12, False, False)
     for resource in run.resources:
         text = json.dumps(resource.inputs)
@@ -125,7 +128,9 @@ def test_generated_secrets_are_secret_everywhere(runs: dict[str, OfflineRun], st
     for urn, registered in run.component_outputs.items():
         plain = json.dumps({k: v for k, v in registered.items() if not rpc.is_rpc_secret(v)}, default=str)
         assert not [name for name, value in values.items() if value in plain], urn
-    database_outputs = next(out for urn, out in run.component_outputs.items() if urn.endswith("::database"))
+    database_outputs = next(
+        out for urn, out in run.component_outputs.items() if urn.endswith("::llm-gateway-database")
+    )
     assert rpc.is_rpc_secret(database_outputs["url"])
 
 
@@ -133,7 +138,10 @@ def test_generated_secrets_are_secret_everywhere(runs: dict[str, OfflineRun], st
 def test_generated_strings_are_secret_in_state(runs: dict[str, OfflineRun], stack: str) -> None:
     """RandomString (unlike RandomPassword) keeps its result in plain state unless marked secret."""
     generated = runs[stack].by_type("RandomString")
-    assert {r.name for r in generated} == {"seed-key-public-id", "seed-key-secret"}
+    assert {r.name for r in generated} == {
+        "llm-gateway-secrets-seed-key-public-id",
+        "llm-gateway-secrets-seed-key-secret",
+    }
     for resource in generated:
         assert "result" in resource.secret_outputs, resource.name
 
@@ -144,7 +152,9 @@ def test_gateway_trusts_the_ingress_for_client_addresses(runs: dict[str, Offline
     default = GatewayAppSettings.model_fields["trusted_proxies"].default
     assert config["server"]["trusted_proxies"] == default and "10.0.0.0/8" in default
     # Only the ingress controller's namespace (and monitoring) may connect, so only it can claim them.
-    sources = runs[stack].one("NetworkPolicy", "gateway-network-policy").values["spec"]["ingress"][0]["from"]
+    sources = (
+        runs[stack].one("NetworkPolicy", "llm-gateway-network-policy").values["spec"]["ingress"][0]["from"]
+    )
     assert {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "ingress-nginx"}}} in sources
 
 
@@ -161,9 +171,9 @@ def test_local_is_one_replica_with_in_cluster_database(runs: dict[str, OfflineRu
     run = runs["local"]
     assert run.one("Deployment").values["spec"]["replicas"] == 1
     assert not run.by_type("HorizontalPodAutoscaler") and not run.by_type("PodDisruptionBudget")
-    postgres = run.one("StatefulSet", "postgres").values["spec"]
+    postgres = run.one("StatefulSet", "llm-gateway-database-postgres").values["spec"]
     assert postgres["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
-    assert run.one("Secret", "postgres-credentials").inputs["stringData"] == REDACTED
+    assert run.one("Secret", "llm-gateway-database-postgres-credentials").inputs["stringData"] == REDACTED
     assert secret_values(run)["GATEWAY_DATABASE_URL"].endswith(
         "@llm-gateway-postgres.llm-gateway.svc.cluster.local:5432/gateway"
     )
@@ -241,12 +251,12 @@ def test_staging_cloudnativepg_and_edges(runs: dict[str, OfflineRun]) -> None:
     assert cluster["instances"] == 2
     assert (
         cluster["bootstrap"]["initdb"]["secret"]["name"]
-        == run.one("Secret", "cnpg-app-credentials").values["metadata"]["name"]
+        == run.one("Secret", "llm-gateway-database-cnpg-app-credentials").values["metadata"]["name"]
     )
     ingress = run.one("Ingress").values["spec"]
     backends = [p["backend"]["service"]["name"] for r in ingress["rules"] for p in r["http"]["paths"]]
-    assert backends == [run.one("Service", "gateway-service").values["metadata"]["name"]]
-    assert run.one("Service", "gateway-service").values["spec"]["type"] == "ClusterIP"
+    assert backends == [run.one("Service", "llm-gateway-gateway-service").values["metadata"]["name"]]
+    assert run.one("Service", "llm-gateway-gateway-service").values["spec"]["type"] == "ClusterIP"
     assert run.one("ServiceMonitor").values["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
@@ -294,7 +304,7 @@ def test_network_policy(runs: dict[str, OfflineRun]) -> None:
             4318,
         ),
     }
-    local = runs["local"].one("NetworkPolicy", "gateway-network-policy").values["spec"]
+    local = runs["local"].one("NetworkPolicy", "llm-gateway-network-policy").values["spec"]
     assert local["egress"][1]["to"] == [
         {
             "podSelector": {
@@ -330,7 +340,7 @@ def test_variant_digest_external_database_kubernetes_secrets(tmp_path) -> None:
         f"ghcr.io/example/llm-gateway@{digest}",
         "IfNotPresent",
     )
-    values = run.one("Secret", "gateway-env").values["stringData"]
+    values = run.one("Secret", "llm-gateway-secrets-env").values["stringData"]
     assert values["GATEWAY_DATABASE_URL"] == "postgresql://gw:pw@db.example.internal:6432/gw"
     assert values["OPENAI_API_KEY"] == "sk-test-openai-key-0000000000"
     assert not run.by_type("Cluster") and not run.by_type("ExternalSecret")
@@ -384,7 +394,76 @@ def test_prod_and_staging_ship_the_grafana_dashboard_for_the_sidecar(runs) -> No
         (Path(__file__).resolve().parents[2] / "gateway_app/dashboards/gateway.json").read_text()
     )
     for stack in ("prod", "staging"):
-        config_map = runs[stack].one("ConfigMap", "observability-grafana-dashboard").values
+        config_map = runs[stack].one("ConfigMap", "llm-gateway-observability-grafana-dashboard").values
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert json.loads(config_map["data"]["llm-gateway.json"]) == shipped
-    assert not [r for r in runs["local"].by_type("ConfigMap") if r.name == "observability-grafana-dashboard"]
+    assert not [
+        r
+        for r in runs["local"].by_type("ConfigMap")
+        if r.name == "llm-gateway-observability-grafana-dashboard"
+    ]
+
+
+# Every (type, name) the program declared before components named their children after
+# themselves: the state of existing stacks holds these, and aliases must map onto them.
+STATE_NAMES_BEFORE_COMPONENT_SCOPED_NAMES = {
+    ("Cluster", "cnpg-cluster"),
+    ("ConfigMap", "gateway-config"),
+    ("ConfigMap", "observability-grafana-dashboard"),
+    ("Database", "database"),
+    ("Deployment", "gateway-deployment"),
+    ("ExternalSecret", "gateway-env-external-secret"),
+    ("Gateway", "gateway"),
+    ("GatewayEnvironment", "llm-gateway"),
+    ("GatewayNetwork", "network"),
+    ("GatewaySecrets", "secrets"),
+    ("HighAvailability", "availability"),
+    ("HorizontalPodAutoscaler", "gateway-hpa"),
+    ("Ingress", "gateway-ingress"),
+    ("Instance", "rds-instance"),
+    ("Job", "bootstrap-admin-job"),
+    ("Job", "migrate-job"),
+    ("Job", "seed-job"),
+    ("Namespace", "namespace"),
+    ("NetworkPolicy", "gateway-network-policy"),
+    ("NetworkPolicy", "postgres-network-policy"),
+    ("Observability", "observability"),
+    ("PodDisruptionBudget", "gateway-pdb"),
+    ("PriorityClass", "priority-class"),
+    ("PrometheusRule", "gateway-prometheus-rule"),
+    ("RandomPassword", "bootstrap-admin-password"),
+    ("RandomPassword", "cnpg-app-password"),
+    ("RandomPassword", "encryption-key"),
+    ("RandomPassword", "postgres-password"),
+    ("RandomPassword", "rds-master-password"),
+    ("RandomString", "seed-key-public-id"),
+    ("RandomString", "seed-key-secret"),
+    ("Secret", "cnpg-app-credentials"),
+    ("Secret", "gateway-env"),
+    ("Secret", "gateway-env-secret"),
+    ("Secret", "postgres-credentials"),
+    ("SecretVersion", "gateway-env-secret-version"),
+    ("SecurityGroup", "rds-security-group"),
+    ("Service", "gateway-service"),
+    ("Service", "postgres-service"),
+    ("ServiceAccount", "gateway-service-account"),
+    ("ServiceMonitor", "gateway-service-monitor"),
+    ("StatefulSet", "postgres"),
+    ("SubnetGroup", "rds-subnets"),
+}
+
+
+def test_existing_stacks_keep_their_resources_through_aliases(runs: dict[str, OfflineRun]) -> None:
+    """Each renamed resource aliases its old name: `pulumi up` renames in place, replaces nothing."""
+    declared = set()
+    for run in runs.values():
+        for resource in run.resources:
+            kind = resource.type.split(":")[-1]
+            if resource.name == "llm-gateway":
+                assert resource.alias_names == ()
+                declared.add((kind, resource.name))
+                continue
+            assert resource.name.startswith("llm-gateway-"), resource.name
+            assert len(resource.alias_names) == 1, resource.name
+            declared.add((kind, resource.alias_names[0]))
+    assert declared == STATE_NAMES_BEFORE_COMPONENT_SCOPED_NAMES
