@@ -225,7 +225,11 @@ async def _resolve_exports() -> dict[str, StackOutput]:
 
 
 def run_program(
-    stack: str, program: Callable[[], None], config: dict[str, str], secret_keys: set[str] = frozenset()
+    stack: str,
+    program: Callable[[], None],
+    config: dict[str, str],
+    secret_keys: set[str] = frozenset(),
+    project: str = PROJECT,
 ) -> OfflineRun:
     """Run ``program`` as stack ``stack`` with ``config`` under mocks; errors propagate unchanged."""
     run = OfflineRun(stack)
@@ -234,7 +238,7 @@ def run_program(
         pulumi.runtime.set_all_config(config, sorted(secret_keys))
         mocks = OfflineMocks()
         pulumi.runtime.set_mocks(
-            mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks, run)
+            mocks, project=project, stack=stack, preview=False, monitor=RecordingMonitor(mocks, run)
         )
 
         async def collect_exports() -> None:
