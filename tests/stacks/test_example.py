@@ -10,6 +10,7 @@ import json
 import runpy
 import subprocess
 import sys
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -160,3 +161,9 @@ def test_the_components_ship_in_the_wheel_and_run_outside_the_repository(tmp_pat
     assert report["stacks"].startswith(str(target)) and report["gateway_app"].startswith(str(target))
     assert report["resources"] > 40
     assert report["rules"] and report["dashboards"] == ["staging-observability-grafana-dashboard"]
+
+
+def test_the_pulumi_extra_pins_what_requirements_pulumi_pins() -> None:
+    extra = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pinned = (REPO_ROOT / "requirements-pulumi.txt").read_text().splitlines()
+    assert extra["pulumi"] and set(extra["pulumi"]) <= set(pinned)
