@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -131,10 +132,16 @@ print(json.dumps({
 
 @pytest.mark.slow
 def test_the_components_ship_in_the_wheel_and_run_outside_the_repository(tmp_path: Path) -> None:
-    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    wheels, target, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, source / name)
+    for package in ("gateway_app", "stacks"):
+        shutil.copytree(REPO_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, "."],
-        cwd=REPO_ROOT,
+        cwd=source,
         check=True,
         timeout=600,
     )
