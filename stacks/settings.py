@@ -20,6 +20,8 @@ import pulumi
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from gateway_app import config as gateway
+
 PROJECT = "llm-gateway"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +86,30 @@ Cpu = Annotated[str, AfterValidator(_valid_cpu)]
 IpNetwork = Annotated[str, AfterValidator(_valid_network)]
 Memory = Annotated[str, AfterValidator(_valid_memory)]
 DnsLabel = Annotated[str, Field(pattern=_DNS_LABEL, max_length=63)]
+
+
+# --- fields of the gateway's own config ------------------------------------------------
+
+
+def _gateway_field(model: type[BaseModel], name: str) -> Any:
+    """A gateway config field's type with its constraints, for the stack setting that feeds it."""
+    info = model.model_fields[name]
+    return Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+
+
+ProviderName = _gateway_field(gateway.ProviderSettings, "name")
+ProviderTimeout = _gateway_field(gateway.ProviderSettings, "timeout_seconds")
+RoutePriority = _gateway_field(gateway.RouteSettings, "priority")
+RouteWeight = _gateway_field(gateway.RouteSettings, "weight")
+ModelName = _gateway_field(gateway.ModelSettings, "name")
+ModelOperations = _gateway_field(gateway.ModelSettings, "operations")
+ServiceAccountName = _gateway_field(gateway.ServiceAccountSettings, "name")
+KeyModels = _gateway_field(gateway.SeedKeySettings, "models")
+LogLevel = _gateway_field(gateway.ServerSettings, "log_level")
+RequestTimeout = _gateway_field(gateway.ServerSettings, "request_timeout_seconds")
+PoolSize = _gateway_field(gateway.DatabaseSettings, "pool_min")
+LoggingMode = _gateway_field(gateway.RequestLoggingSettings, "mode")
+PurgeRetention = _gateway_field(gateway.PurgeSettings, "retention")
 
 
 class _Settings(BaseModel):
@@ -173,33 +199,34 @@ class SecretsSettings(_Settings):
 
 
 class ProviderSpec(_Settings):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: ProviderName
+    # A subset of the gateway's types: gcp_vertex needs credentials mounted as files.
     type: Literal["echo", "openai_compat"]
     enabled: bool = True
     base_url: str | None = None
     # Name of the environment variable holding the API key (value from the gateway Secret).
     api_key_env: str | None = Field(None, pattern=_ENV_NAME)
     pricing_provider_id: str | None = None
-    timeout_seconds: float = Field(60.0, gt=0)
+    timeout_seconds: ProviderTimeout = 60.0
 
 
 class RouteSpec(_Settings):
     provider: str
     upstream_model: str
-    priority: int = 0
-    weight: int = Field(1, ge=0)
+    priority: RoutePriority = 0
+    weight: RouteWeight = 1
     enabled: bool = True
 
 
 class ModelSpec(_Settings):
-    name: str = Field(min_length=1)
-    operations: list[Literal["chat", "embeddings"]] = ["chat"]
+    name: ModelName
+    operations: ModelOperations = ["chat"]
     routes: list[RouteSpec] = Field(min_length=1)
 
 
 class SeedServiceAccount(_Settings):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    models: Literal["all"] | list[str] = "all"
+    name: ServiceAccountName
+    models: KeyModels = "all"
     daily_budget_usd: float | None = Field(None, ge=0)
 
 
@@ -224,12 +251,12 @@ class Resources(_Settings):
 
 
 class GatewayAppSettings(_Settings):
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
     access_log: bool = True
     shutdown_grace_seconds: int = Field(25, ge=1, le=600)
-    request_timeout_seconds: float = Field(120.0, gt=0)
-    pool_min: int = Field(2, ge=1)
-    pool_max: int = Field(10, ge=1)
+    request_timeout_seconds: RequestTimeout = 120.0
+    pool_min: PoolSize = 2
+    pool_max: PoolSize = 10
     otel_endpoint: str | None = None
     otel_metrics_endpoint: str | None = None
     providers: list[ProviderSpec] = Field(min_length=1)
@@ -242,8 +269,8 @@ class GatewayAppSettings(_Settings):
     # (and the monitoring) namespace; narrow it to the controller's pod CIDR where the CNI
     # does not enforce NetworkPolicy. Empty: every client is the connecting peer.
     trusted_proxies: list[IpNetwork] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
-    request_logging_mode: Literal["disabled", "summary_only", "redacted_payloads"] = "summary_only"
-    purge_retention: Literal["1d", "3d", "7d"] | None = "7d"
+    request_logging_mode: LoggingMode = "summary_only"
+    purge_retention: PurgeRetention | None = "7d"
     resources: Resources = Resources()
 
     @property

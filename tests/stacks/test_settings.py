@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from pydantic import Field, create_model
@@ -303,3 +303,16 @@ def test_stack_and_gateway_schema_cannot_drift(
     monkeypatch.setattr(gateway_schema, "ServerSettings", _server_settings_with(drop, add))
     problem = only_problem(raw_settings("local"), "local")
     assert problem.key == "gateway" and expected in problem.message, problem.message
+
+
+def test_gateway_fields_carry_the_gateway_constraints() -> None:
+    """The stack settings that feed gateway config fields take their types from gateway_app.config."""
+    raw = raw_settings("local")
+    raw["gateway"] |= {"logLevel": "trace", "requestLoggingMode": "everything"}
+    raw["gateway"]["providers"][0]["name"] = "Echo!"
+    problems = {p.key: p for p in problems_of(raw, "local")}
+    assert set(problems) == {"gateway.logLevel", "gateway.requestLoggingMode", "gateway.providers[0].name"}
+    levels = "|".join(get_args(gateway_schema.ServerSettings.model_fields["log_level"].annotation))
+    assert problems["gateway.logLevel"].fix == f"pulumi config set --path 'gateway.logLevel' <{levels}>"
+    pattern = gateway_schema.ProviderSettings.model_fields["name"].metadata[0].pattern
+    assert pattern in problems["gateway.providers[0].name"].message
