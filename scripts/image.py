@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,11 +80,20 @@ def _sha256(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
+def wheel_packages() -> list[str]:
+    """The top-level packages pyproject.toml puts in the wheel (its find include patterns)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return [p.removesuffix("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+
+
 def source_digest() -> str:
     """What the gateway wheel is built from: the package sources and the project metadata."""
     files = [REPO / "pyproject.toml", REPO / "README.md"]
     files += sorted(
-        p for p in (REPO / "gateway_app").rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        p
+        for package in wheel_packages()
+        for p in (REPO / package).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
     )
     return _sha256(*(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes() for p in files))
 
