@@ -57,6 +57,9 @@ def render_gateway_config(app: GatewayAppSettings) -> dict[str, Any]:
                     "type": p.type,
                     "enabled": p.enabled,
                     "base_url": p.base_url,
+                    "endpoints": [{"region": e.region, "base_url": e.base_url} for e in p.endpoints]
+                    if p.endpoints
+                    else None,
                     "api_key": f"env.{p.api_key_env}" if p.api_key_env else None,
                     "pricing_provider_id": p.pricing_provider_id,
                     "timeout_seconds": p.timeout_seconds,

@@ -172,11 +172,18 @@ class SecretsSettings(_Settings):
 # --- gateway application ----------------------------------------------------------------
 
 
+class EndpointSpec(_Settings):
+    region: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=32)
+    base_url: str = Field(pattern=r"^https?://[^/\s]+")
+
+
 class ProviderSpec(_Settings):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     type: Literal["echo", "openai_compat"]
     enabled: bool = True
     base_url: str | None = None
+    # Or regional base URLs, the faster healthy one preferred (docs/providers.md).
+    endpoints: list[EndpointSpec] | None = Field(None, min_length=1)
     # Name of the environment variable holding the API key (value from the gateway Secret).
     api_key_env: str | None = Field(None, pattern=_ENV_NAME)
     pricing_provider_id: str | None = None
@@ -258,10 +265,15 @@ class GatewayAppSettings(_Settings):
                     f"model '{model.name}' routes to undeclared provider(s): {', '.join(unknown)}"
                 )
         for provider in self.providers:
-            if provider.type == "openai_compat" and not (provider.base_url and provider.pricing_provider_id):
+            if provider.type == "openai_compat" and not (
+                (provider.base_url or provider.endpoints) and provider.pricing_provider_id
+            ):
                 raise ValueError(
-                    f"openai_compat provider '{provider.name}' needs baseUrl and pricingProviderId"
+                    f"openai_compat provider '{provider.name}' needs baseUrl (or endpoints) "
+                    "and pricingProviderId"
                 )
+            if provider.base_url and provider.endpoints:
+                raise ValueError(f"provider '{provider.name}': give either baseUrl or endpoints, not both")
         return self
 
     @property

@@ -260,3 +260,37 @@ def test_program_refuses_before_declaring_anything() -> None:
         run_stack("local", overrides={"imageTag": "latest"})
     assert "imageTag: 'latest' moves" in str(refused.value)
     assert "fix: pulumi config set imageDigest sha256:<digest>" in str(refused.value)
+
+
+def test_regional_endpoints_reach_the_gateway_config() -> None:
+    from gateway_app.config import parse_settings as parse_gateway_config
+    from stacks.gateway_config import render_gateway_config
+
+    raw = copy.deepcopy(raw_settings("local"))
+    endpoints = [
+        {"region": "eu", "baseUrl": "https://eu.example.com/v1"},
+        {"region": "us", "baseUrl": "https://us.example.com/v1"},
+    ]
+    raw["gateway"]["providers"].append(
+        {"name": "multi", "type": "openai_compat", "pricingProviderId": "self_hosted", "endpoints": endpoints}
+    )
+    config = render_gateway_config(parse_settings(raw, "local").gateway)
+    rendered = next(p for p in config["providers"] if p["name"] == "multi")
+    assert (
+        rendered["endpoints"]
+        == [
+            {"region": "eu", "base_url": "https://eu.example.com/v1"},
+            {"region": "us", "base_url": "https://us.example.com/v1"},
+        ]
+        and "base_url" not in rendered
+    )
+    environ = {"GATEWAY_DATABASE_URL": "x", "GATEWAY_SEED_KEY": "x", "GATEWAY_BOOTSTRAP_ADMIN_PASSWORD": "x"}
+    settings = parse_gateway_config(config, "local ConfigMap", environ=environ)
+    assert [e.region for e in next(p for p in settings.providers if p.name == "multi").endpoints or []] == [
+        "eu",
+        "us",
+    ]
+    raw["gateway"]["providers"][-1]["baseUrl"] = "https://x.example.com/v1"
+    assert (
+        only_problem(raw, "local").message == "provider 'multi': give either baseUrl or endpoints, not both"
+    )
