@@ -138,6 +138,12 @@ async def test_faster_endpoint_failing_the_other_serves_without_client_errors(
         'gateway_upstream_endpoint_attempts_total{outcome="failure",provider="multi",region="us"} 3.0'
         in failures
     )
+    providers = (
+        await gateway.client.get("/admin/api/providers", headers=await gateway.admin_headers())
+    ).json()
+    multi = next(p for p in providers["data"] if p["name"] == "multi")
+    assert [(e["region"], e["circuit"]) for e in multi["endpoints"]] == [("us", "open"), ("eu", "closed")]
+    assert "HTTP 500" in multi["endpoints"][0]["last_error"] and multi["endpoints"][1]["latency_ms"] >= 200
     # The route itself never failed: its circuit stays closed.
     route = gateway.app.gateway.router.routes_by_key["regional/multi/fake-1"]
     assert route.health.state == "closed" and route.health.failures_total == 0
