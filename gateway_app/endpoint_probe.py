@@ -12,11 +12,19 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from gateway_app.config import GatewaySettings
 from gateway_app.providers.http1 import HTTP1Client, HTTP1Error, Limits, header_line, parse_url
 
 DEFAULT_REGION = "default"  # the region a provider's single base_url is reported under
+
+
+def shown_url(url: str) -> str:
+    """A URL as reports show it: without user info or query (where a credential could hide)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass
@@ -44,7 +52,8 @@ def probe_targets(settings: GatewaySettings) -> list[tuple[str, str, str]]:
 async def _probe_one(
     client: HTTP1Client, provider: str, region: str, base_url: str, timeout: float
 ) -> ProbeResult:
-    url = base_url.rstrip("/") + "/models"
+    parts = urlsplit(base_url)
+    url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/models"))
     target = parse_url(url)
     head = b"".join(
         [
@@ -66,7 +75,7 @@ async def _probe_one(
     except HTTP1Error as exc:
         error = exc.reason
     latency_ms = round((time.perf_counter() - started) * 1000, 1)
-    return ProbeResult(provider, region, url, error is None, status, latency_ms, error)
+    return ProbeResult(provider, region, shown_url(url), error is None, status, latency_ms, error)
 
 
 async def probe_endpoints(settings: GatewaySettings, timeout: float) -> list[ProbeResult]:

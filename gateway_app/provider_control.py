@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway_app import resilience
 from gateway_app.config import ProviderSettings
+from gateway_app.endpoint_probe import shown_url
 from gateway_app.keys import Conflict, NotFound
 from gateway_app.resilience import OverridesSync
 from gateway_app.routing import Route, Router
@@ -135,7 +136,7 @@ def _describe_endpoint(endpoint: Any) -> dict[str, Any]:
     ewma = endpoint.ewma_seconds
     return {
         "region": endpoint.region,
-        "base_url": endpoint.base_url,
+        "base_url": shown_url(endpoint.base_url),
         "circuit": endpoint.health.state,
         "last_error": endpoint.health.last_error,
         "latency_ms": None if ewma is None else round(ewma * 1000, 1),

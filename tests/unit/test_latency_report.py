@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from gateway_app.config import parse_settings
-from gateway_app.endpoint_probe import as_dicts, probe_endpoints
+from gateway_app.endpoint_probe import as_dicts, probe_endpoints, shown_url
 from tests.conftest import BASE_ENV, base_config
 from tests.support.processes import REPO, run_cli
 
@@ -125,3 +125,8 @@ def test_probe_endpoints_command_prints_json(tmp_path: Path) -> None:
     (result,) = json.loads(done.stdout)
     assert result["provider"] == "multi" and result["region"] == "us" and result["ok"] is False
     assert result["url"] == REFUSED + "/models"
+
+
+def test_reports_show_urls_without_user_info_or_query() -> None:
+    assert shown_url("https://user:pw@eu.example.com:8443/v1?key=abc") == "https://eu.example.com:8443/v1"
+    assert shown_url("http://127.0.0.1:9/v1/models") == "http://127.0.0.1:9/v1/models"
