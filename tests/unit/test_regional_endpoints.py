@@ -201,3 +201,33 @@ def test_endpoint_config_errors_name_the_field() -> None:
     assert _problems({"type": "openai_compat"}) == {
         "providers[1]": "openai_compat providers need base_url (or endpoints)"
     }
+
+
+def test_order_fastest_first_unmeasured_first_and_one_exploring_call_in_explore_every() -> None:
+    from gateway_app.config import ProviderSettings, ResilienceSettings
+    from gateway_app.providers.regional import RegionalProvider
+
+    settings = ProviderSettings(
+        name="multi",
+        type="openai_compat",
+        pricing_provider_id="self_hosted",
+        endpoints=[{"region": r, "base_url": f"https://{r}.example.com/v1"} for r in ("eu", "us", "ap")],
+    )
+    provider = RegionalProvider(settings, ResilienceSettings())
+    eu, us, ap = provider.endpoints
+    assert provider.order() == [eu, us, ap]  # nothing measured: config order
+    eu.succeeded(0.2)
+    assert provider.order() == [us, eu, ap]  # unmeasured before measured
+    us.succeeded(0.05)
+    ap.succeeded(0.1)
+    provider._calls = 0
+    firsts = [provider.order()[0].region for _ in range(4 * EXPLORE_EVERY)]
+    # The fastest first; every EXPLORE_EVERY-th call the next endpoint in turn goes first
+    # (us, ap, eu, us for the 4 exploring calls here).
+    assert firsts.count("us") == 4 * EXPLORE_EVERY - 2 and sorted(set(firsts)) == ["ap", "eu", "us"]
+    provider._calls = 0
+    assert provider.order() == [us, eu, ap]  # then config order, for falling over
+    # us slows down (its average follows its samples): ap becomes the first choice.
+    for _ in range(10):
+        us.succeeded(0.3)
+    assert provider.order() == [ap, eu, us]
