@@ -83,7 +83,7 @@ class Gateway:
                 f"database schema is at version {status.current_version}, this release needs "
                 f"{status.latest_known}: run `gateway migrate --apply`"
             )
-        self.providers = {p.name: build_provider(p) for p in s.providers}
+        self.providers = {p.name: build_provider(p, s.resilience) for p in s.providers}
         self.router = Router(s, self.providers)
         self.overrides = OverridesSync(self.db, self.router, s.resilience)
         await self.overrides.start()

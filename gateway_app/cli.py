@@ -253,6 +253,19 @@ def cmd_config_validate(args: argparse.Namespace, settings: GatewaySettings) -> 
     return EXIT_OK
 
 
+async def cmd_probe_endpoints(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    from gateway_app.endpoint_probe import as_dicts, probe_endpoints
+
+    results = await probe_endpoints(settings, args.timeout)
+    if args.json:
+        _print_json(as_dicts(results))
+    else:
+        for r in results:
+            answer = f"HTTP {r.status}" if r.ok else f"failed: {r.error}"
+            print(f"{r.provider}/{r.region}  {r.latency_ms:8.1f} ms  {answer}  {r.url}")
+    return EXIT_OK
+
+
 # --- parser ----------------------------------------------------------------
 
 
@@ -338,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--retention", required=True, choices=["1d", "3d", "7d"])
     purge.add_argument("--dry-run", action="store_true", help="count what would be deleted")
     purge.add_argument("--json", action="store_true")
+
+    probe = sub.add_parser(
+        "probe-endpoints",
+        parents=[common],
+        help="time a GET <base_url>/models to every provider endpoint (no credential sent)",
+    )
+    probe.add_argument("--timeout", type=float, default=5.0, help="seconds per probe (default 5)")
+    probe.add_argument("--json", action="store_true")
     return parser
 
 
@@ -348,6 +369,7 @@ _ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, GatewaySettings], Await
     "keys": cmd_keys,
     "service-accounts": cmd_service_accounts,
     "purge-request-logs": cmd_purge_request_logs,
+    "probe-endpoints": cmd_probe_endpoints,
 }
 
 

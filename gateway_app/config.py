@@ -151,11 +151,20 @@ class DatabaseSettings(_Strict):
         return self
 
 
+class EndpointSettings(_Strict):
+    """One regional base URL of an openai_compat provider (docs/providers.md)."""
+
+    region: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=32)
+    base_url: str = Field(pattern=r"^https?://[^/\s]+")
+
+
 class ProviderSettings(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     type: Literal["echo", "openai_compat", "gcp_vertex"]
     enabled: bool = True
     base_url: str | None = None
+    # Or several regional base URLs: traffic prefers the healthy, faster one (providers/regional.py).
+    endpoints: list[EndpointSettings] | None = Field(None, min_length=1)
     api_key: Secret | None = None
     # Names the bundled pricing catalog entry used to cost this provider's usage.
     pricing_provider_id: str | None = None
@@ -186,8 +195,8 @@ class ProviderSettings(_Strict):
     @model_validator(mode="after")
     def _type_fields(self) -> ProviderSettings:
         if self.type == "openai_compat":
-            if not self.base_url:
-                raise ValueError("openai_compat providers need base_url")
+            if not self.base_url and not self.endpoints:
+                raise ValueError("openai_compat providers need base_url (or endpoints)")
             if not self.pricing_provider_id:
                 raise ValueError(
                     "openai_compat providers need pricing_provider_id "
@@ -342,6 +351,7 @@ def _cross_checks(settings: GatewaySettings) -> list[tuple[str, str]]:
                     "service-account JSON (e.g. env.GOOGLE_APPLICATION_CREDENTIALS holding its path)",
                 )
             )
+    problems += _endpoint_checks(settings)
     seen_models: set[str] = set()
     for mi, model in enumerate(settings.models):
         if model.name in seen_models:
@@ -386,6 +396,30 @@ def _cross_checks(settings: GatewaySettings) -> list[tuple[str, str]]:
         problems.append(
             (f"providers[{pi}].pricing_provider_id", f"'{provider_id}' is not in the bundled pricing catalog")
         )
+    return problems
+
+
+def _endpoint_checks(settings: GatewaySettings) -> list[tuple[str, str]]:
+    """Regional endpoints: openai_compat only, instead of base_url, one per region."""
+    problems: list[tuple[str, str]] = []
+    for pi, provider in enumerate(settings.providers):
+        if provider.endpoints is None:
+            continue
+        path = f"providers[{pi}].endpoints"
+        if provider.type != "openai_compat":
+            problems.append((path, f"only openai_compat providers take endpoints, not {provider.type}"))
+        if provider.base_url:
+            problems.append((path, "give either base_url or endpoints, not both"))
+        seen: dict[str, int] = {}
+        for ei, endpoint in enumerate(provider.endpoints):
+            if endpoint.region in seen:
+                problems.append(
+                    (
+                        f"{path}[{ei}].region",
+                        f"region '{endpoint.region}' is already used by {path}[{seen[endpoint.region]}]",
+                    )
+                )
+            seen.setdefault(endpoint.region, ei)
     return problems
 
 

@@ -177,6 +177,7 @@ class GatewayCollector(Collector):
         if g.router is not None:
             yield from self._routes(g)
         yield from self._upstream_pools(g)
+        yield from self._endpoints(g)
         if g.writer is not None:
             w = g.writer
             yield GaugeMetricFamily(
@@ -299,6 +300,41 @@ class GatewayCollector(Collector):
             waits.add_metric([name, "rejected"], stats.wait_rejections)
             idle.add_metric([name], stats.idle_timeouts)
         yield from (in_use, limit, waits, idle)
+
+    def _endpoints(self, g: Gateway) -> Iterator[Metric]:
+        """Regional endpoints of providers that list them (providers/regional.py), by region."""
+        labels = ["provider", "region"]
+        latency = HistogramMetricFamily(
+            PREFIX + "upstream_endpoint_latency_seconds",
+            "Time to the response head of one regional endpoint, every attempt.",
+            labels=labels,
+        )
+        ewma = GaugeMetricFamily(
+            PREFIX + "upstream_endpoint_ewma_seconds",
+            "Moving average of successful attempts' time to head: the fastest endpoint is tried first.",
+            labels=labels,
+        )
+        state = GaugeMetricFamily(
+            PREFIX + "upstream_endpoint_circuit_state",
+            "Circuit of a regional endpoint: 0 closed, 1 half-open, 2 open.",
+            labels=labels,
+        )
+        attempts = CounterMetricFamily(
+            PREFIX + "upstream_endpoint_attempts",
+            "Attempts on a regional endpoint by outcome.",
+            labels=[*labels, "outcome"],
+        )
+        for name, provider in g.providers.items():
+            for endpoint in getattr(provider, "endpoints", ()):
+                values = [name, endpoint.region]
+                health = endpoint.health
+                latency.add_metric(values, health.latency.buckets(), health.latency.sum)
+                if endpoint.ewma_seconds is not None:
+                    ewma.add_metric(values, endpoint.ewma_seconds)
+                state.add_metric(values, health.state_code)
+                attempts.add_metric([*values, "success"], health.successes)
+                attempts.add_metric([*values, "failure"], health.failures_total)
+        yield from (latency, ewma, state, attempts)
 
     def _host(self, g: Gateway) -> Iterator[Metric]:
         limit = _memory_limit()

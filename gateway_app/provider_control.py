@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway_app import resilience
 from gateway_app.config import ProviderSettings
+from gateway_app.endpoint_probe import shown_url
 from gateway_app.keys import Conflict, NotFound
 from gateway_app.resilience import OverridesSync
 from gateway_app.routing import Route, Router
@@ -65,14 +66,16 @@ class ProviderControl:
         for provider in self._providers:
             routes = self.routes_of(provider.name)
             override = routes[0].provider_admin_enabled if routes else None
-            data.append(
-                {
-                    "name": provider.name,
-                    "type": provider.type,
-                    "enabled": provider.enabled if override is None else override,
-                    "routes": [_describe_route(r) for r in routes],
-                }
-            )
+            entry = {
+                "name": provider.name,
+                "type": provider.type,
+                "enabled": provider.enabled if override is None else override,
+                "routes": [_describe_route(r) for r in routes],
+            }
+            endpoints = getattr(routes[0].provider, "endpoints", None) if routes else None
+            if endpoints:  # regional endpoints (providers/regional.py): this replica's view
+                entry["endpoints"] = [_describe_endpoint(e) for e in endpoints]
+            data.append(entry)
         return data
 
     async def set_provider_enabled(self, name: str, enabled: bool, by: str) -> dict[str, Any]:
@@ -126,4 +129,15 @@ def _describe_route(route: Route) -> dict[str, Any]:
         "circuit": health.state,
         "last_error": health.last_error,
         "latency_ms": None if health.latency_ms is None else round(health.latency_ms, 1),
+    }
+
+
+def _describe_endpoint(endpoint: Any) -> dict[str, Any]:
+    ewma = endpoint.ewma_seconds
+    return {
+        "region": endpoint.region,
+        "base_url": shown_url(endpoint.base_url),
+        "circuit": endpoint.health.state,
+        "last_error": endpoint.health.last_error,
+        "latency_ms": None if ewma is None else round(ewma * 1000, 1),
     }

@@ -65,6 +65,9 @@ def gateway_settings(app: GatewayAppSettings) -> gw.GatewaySettings:
                 type=p.type,
                 enabled=p.enabled,
                 base_url=p.base_url,
+                endpoints=[gw.EndpointSettings(region=e.region, base_url=e.base_url) for e in p.endpoints]
+                if p.endpoints
+                else None,
                 api_key=_env(p.api_key_env) if p.api_key_env else None,
                 pricing_provider_id=p.pricing_provider_id,
                 timeout_seconds=p.timeout_seconds,

@@ -101,6 +101,8 @@ ProviderName = _gateway_field(gateway.ProviderSettings, "name")
 ProviderTimeout = _gateway_field(gateway.ProviderSettings, "timeout_seconds")
 RoutePriority = _gateway_field(gateway.RouteSettings, "priority")
 RouteWeight = _gateway_field(gateway.RouteSettings, "weight")
+EndpointRegion = _gateway_field(gateway.EndpointSettings, "region")
+EndpointBaseUrl = _gateway_field(gateway.EndpointSettings, "base_url")
 ModelName = _gateway_field(gateway.ModelSettings, "name")
 ModelOperations = _gateway_field(gateway.ModelSettings, "operations")
 ServiceAccountName = _gateway_field(gateway.ServiceAccountSettings, "name")
@@ -198,12 +200,19 @@ class SecretsSettings(_Settings):
 # --- gateway application ----------------------------------------------------------------
 
 
+class EndpointSpec(_Settings):
+    region: EndpointRegion
+    base_url: EndpointBaseUrl
+
+
 class ProviderSpec(_Settings):
     name: ProviderName
     # A subset of the gateway's types: gcp_vertex needs credentials mounted as files.
     type: Literal["echo", "openai_compat"]
     enabled: bool = True
     base_url: str | None = None
+    # Or regional base URLs, the faster healthy one preferred (docs/providers.md).
+    endpoints: list[EndpointSpec] | None = Field(None, min_length=1)
     # Name of the environment variable holding the API key (value from the gateway Secret).
     api_key_env: str | None = Field(None, pattern=_ENV_NAME)
     pricing_provider_id: str | None = None

@@ -316,3 +316,36 @@ def test_gateway_fields_carry_the_gateway_constraints() -> None:
     assert problems["gateway.logLevel"].fix == f"pulumi config set --path 'gateway.logLevel' <{levels}>"
     pattern = gateway_schema.ProviderSettings.model_fields["name"].metadata[0].pattern
     assert pattern in problems["gateway.providers[0].name"].message
+
+
+def test_regional_endpoints_reach_the_gateway_config() -> None:
+    from gateway_app.config import parse_settings as parse_gateway_config
+    from stacks.gateway_config import render_gateway_config
+
+    raw = copy.deepcopy(raw_settings("local"))
+    endpoints = [
+        {"region": "eu", "baseUrl": "https://eu.example.com/v1"},
+        {"region": "us", "baseUrl": "https://us.example.com/v1"},
+    ]
+    raw["gateway"]["providers"].append(
+        {"name": "multi", "type": "openai_compat", "pricingProviderId": "self_hosted", "endpoints": endpoints}
+    )
+    config = render_gateway_config(parse_settings(raw, "local").gateway)
+    rendered = next(p for p in config["providers"] if p["name"] == "multi")
+    assert (
+        rendered["endpoints"]
+        == [
+            {"region": "eu", "base_url": "https://eu.example.com/v1"},
+            {"region": "us", "base_url": "https://us.example.com/v1"},
+        ]
+        and "base_url" not in rendered
+    )
+    environ = {"GATEWAY_DATABASE_URL": "x", "GATEWAY_SEED_KEY": "x", "GATEWAY_BOOTSTRAP_ADMIN_PASSWORD": "x"}
+    settings = parse_gateway_config(config, "local ConfigMap", environ=environ)
+    assert [e.region for e in next(p for p in settings.providers if p.name == "multi").endpoints or []] == [
+        "eu",
+        "us",
+    ]
+    raw["gateway"]["providers"][-1]["baseUrl"] = "https://x.example.com/v1"
+    problem = only_problem(raw, "local")
+    assert problem.key == "gateway" and "give either base_url or endpoints, not both" in problem.message

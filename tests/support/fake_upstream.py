@@ -3,7 +3,7 @@
 Run as a process: ``python -m tests.support.fake_upstream --port N``. Modes
 (``POST /_control {"mode": ..., "delay": seconds, "fail_ratio": r}``):
 ok, error500, error429, error401, error400, hang (never answers), slow_first_byte
-(waits ``delay`` before the head), flaky (fails ``fail_ratio`` of requests with
+(waits ``delay`` before the head, GET /v1/models too), flaky (fails ``fail_ratio`` of requests with
 500). ``GET /_stats`` returns how many API requests it received and the last
 Authorization header it saw.
 """
@@ -27,6 +27,7 @@ class FakeUpstream:
         self.requests = 0
         self.last_authorization: str | None = None
         self.last_model: str | None = None
+        self.model_listings = 0  # GET /v1/models (probes), not counted in requests
 
     async def control(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -126,8 +127,16 @@ class FakeUpstream:
             }
         )
 
+    async def models(self, request: web.Request) -> web.Response:
+        """GET /v1/models: what a latency probe asks; delayed like the API in slow_first_byte mode."""
+        self.model_listings += 1
+        if self.mode == "slow_first_byte":
+            await asyncio.sleep(self.delay)
+        return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
     def app(self) -> web.Application:
         app = web.Application()
+        app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/_control", self.control)
