@@ -159,6 +159,13 @@ class MemoryStore:
     def entries(self) -> int:
         return len(self._entries)
 
+    def entries_by_model(self) -> dict[str, int]:
+        """Entries held per model, expired ones not yet dropped included (admin state: O(entries))."""
+        counts: dict[str, int] = {}
+        for model, *_ in self._entries.values():
+            counts[model] = counts.get(model, 0) + 1
+        return counts
+
     async def get(self, model: str, key: str) -> CachedAnswer | None:
         entry = self._entries.get(key)
         if entry is None:
@@ -437,11 +444,15 @@ class ResponseCache:
                     "bypassed": sum(self.stats[name].bypassed.values()),
                     "stores": self.stats[name].stores,
                     "evictions": self.stats[name].evictions,
+                    **({"entries": 0} if isinstance(store, MemoryStore) else {}),
                 }
                 for name, policy in sorted(self._policies.items())
             },
         }
         if isinstance(store, MemoryStore):
+            for name, count in store.entries_by_model().items():
+                if name in out["models"]:
+                    out["models"][name]["entries"] = count
             out.update(
                 entries=store.entries,
                 bytes=store.bytes,
