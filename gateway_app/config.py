@@ -326,7 +326,7 @@ class ResponseCacheSettings(_Strict):
     # A larger answer is served but never stored (either store).
     max_entry_bytes: int = Field(1024 * 1024, ge=1024)
     # One Redis command waits at most this long; past it the request is a miss.
-    redis_timeout_seconds: float = Field(0.1, gt=0, le=5)
+    redis_timeout_seconds: float = Field(0.25, gt=0, le=5)
 
 
 class GatewaySettings(_Strict):
