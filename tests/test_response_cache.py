@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from gateway_app.response_cache import REDIS_PREFIX
-from tests.conftest import SEED_KEY, Databases, Launcher, base_config
+from tests.conftest import BASE_ENV, SEED_KEY, Databases, Launcher, base_config
 from tests.support.admin import AdminClient
-from tests.support.processes import GatewayProcess, RedisNode, wait_until
+from tests.support.processes import GatewayProcess, RedisNode, run_cli, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -77,6 +78,14 @@ def test_replicas_share_entries_in_redis_and_a_redis_outage_is_a_miss(
     assert redis_node.client.keys(REDIS_PREFIX + "*") == []
     assert _chat(first).headers["x-gateway-cache"] == "miss"
     wait_until(lambda: redis_node.client.keys(REDIS_PREFIX + "*"))
+    # The CLI flushes the Redis store directly (the in-process one only lives in the instances).
+    cli = run_cli("cache", "flush", "--pattern", "echo-*", "--config", str(first.config_path), env=BASE_ENV)
+    assert cli.returncode == 0 and cli.stdout.strip() == "flushed 1 entries of echo-1 (redis store)", (
+        cli.stderr
+    )
+    assert redis_node.client.keys(REDIS_PREFIX + "*") == []
+    assert _chat(second).headers["x-gateway-cache"] == "miss"
+    wait_until(lambda: redis_node.client.keys(REDIS_PREFIX + "*"))
 
     # Redis hung (SIGSTOP): each command waits at most its timeout; the request is a miss.
     redis_node.proc.send_signal(signal.SIGSTOP)
@@ -107,3 +116,12 @@ def test_replicas_share_entries_in_redis_and_a_redis_outage_is_a_miss(
         assert restarted.client.keys(REDIS_PREFIX + "echo-1:*")
     finally:
         restarted.stop()
+
+
+def test_the_cli_flush_refuses_the_in_process_store(tmp_path: Path) -> None:
+    config = base_config(f"sqlite:///{tmp_path / 'gateway.db'}")
+    config["models"][0]["cache"] = {"ttl_seconds": 60}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = run_cli("cache", "flush", "--config", str(path), env=BASE_ENV)
+    assert done.returncode == 2 and "POST /admin/api/cache/flush on every instance" in done.stderr
