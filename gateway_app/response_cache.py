@@ -307,8 +307,7 @@ class ResponseCache:
     """The cache the data plane asks; None of it exists unless a model opts in."""
 
     def __init__(self, settings: GatewaySettings, store: str):
-        cached = [m for m in settings.models if m.cache is not None]
-        self._policies = {m.name: self._policy(m.cache, m.routes) for m in cached if m.cache is not None}
+        self._policies = {m.name: self._policy(m.cache, m.routes) for m in settings.models if m.cache}
         self.stats: dict[str, ModelStats] = {name: ModelStats() for name in self._policies}
         self._max_entry_bytes = settings.response_cache.max_entry_bytes
         self.replica = f"{socket.gethostname()}:{settings.server.port}:{os.getpid()}"
@@ -337,10 +336,6 @@ class ResponseCache:
     @property
     def models(self) -> list[str]:
         return sorted(self._policies)
-
-    def ttl_seconds(self, model: str) -> int | None:
-        policy = self._policies.get(model)
-        return policy.ttl_seconds if policy else None
 
     async def lookup(
         self, model: str, operation: str, payload: dict[str, Any], account_id: int, scope: Scope
@@ -402,7 +397,7 @@ class ResponseCache:
         task.add_done_callback(self._pending.discard)
 
     def select(self, model: str | None, pattern: str | None) -> list[str] | None:
-        """The cached models a flush names (None: all); ValueError when it names none."""
+        """The cached models a flush names (None: all); LookupError when it names none."""
         if model is None and pattern is None:
             return None
         if model is not None and pattern is not None:
