@@ -25,6 +25,7 @@ from gateway_app.purge import PurgeScheduler
 from gateway_app.ratelimit import RateLimiter, build_rate_limiter
 from gateway_app.request_log import RequestLogWriter, default_spool_path
 from gateway_app.resilience import OverridesSync
+from gateway_app.response_cache import ResponseCache, build_response_cache
 from gateway_app.routing import Router
 from gateway_app.storage import Database, bounded, connect
 from gateway_app.telemetry import Telemetry
@@ -56,6 +57,7 @@ class Gateway:
         self._provider_control: ProviderControl | None = None
         self.database_reachable = True  # as the last readiness check found it (a metric)
         self._stuck_check: asyncio.Task[Any] | None = None
+        self.response_cache: ResponseCache | None = None  # only when a model opts in (`cache:`)
 
     @property
     def database(self) -> Database:
@@ -104,6 +106,7 @@ class Gateway:
         self.writer = RequestLogWriter(self.db, s.request_logging, spool, on_spend=self.budgets)
         self.writer.usage_observer = self.metrics.observe_usage
         await self.writer.start()
+        self.response_cache = build_response_cache(s)
         self.data_plane = DataPlane(
             s,
             self.keys,
@@ -113,6 +116,7 @@ class Gateway:
             limiter=self.limiter,
             tracer=self.telemetry.tracer,
             budgets=self.budgets,
+            cache=self.response_cache,
         )
         self.purge = PurgeScheduler(self.db, s.request_logging.purge)
         await self.purge.start()
@@ -132,6 +136,8 @@ class Gateway:
             await self.telemetry.stop()
         if self.limiter:
             await self.limiter.close()
+        if self.response_cache:
+            await self.response_cache.close()
         for provider in self.providers.values():
             await provider.close()
         if self.db:

@@ -245,6 +245,34 @@ async def cmd_purge_request_logs(args: argparse.Namespace, settings: GatewaySett
     return await _with_db(settings, work)
 
 
+async def cmd_cache(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    from gateway_app.response_cache import CacheUnavailable, build_response_cache, store_kind
+
+    cache = build_response_cache(settings)
+    if cache is None:
+        print("error: no model uses the response cache (a model opts in with `cache: {ttl_seconds: N}`)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
+    try:
+        if store_kind(settings) != "redis":
+            print(
+                "error: the response cache is in process (no rate_limits.redis_url): its entries live in "
+                "each serving instance; flush them with POST /admin/api/cache/flush on every instance "
+                "(playbooks/cache_flush.yml)",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        models = cache.select(args.model, args.pattern)
+        flushed = await cache.flush(models)
+    except (LookupError, CacheUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        await cache.close()
+    print(f"flushed {flushed} entries of {', '.join(models or cache.models)} (redis store)")
+    return EXIT_OK
+
+
 def cmd_config_validate(args: argparse.Namespace, settings: GatewaySettings) -> int:
     print(
         f"config {config_path(args.config)} is valid: {len(settings.providers)} provider(s), "
@@ -359,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds per probe (default 5)")
     probe.add_argument("--json", action="store_true")
+
+    cache = sub.add_parser("cache", help="the response cache in Redis (in-process: admin API)")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    cache_flush = cache_sub.add_parser(
+        "flush", parents=[common], help="delete cached answers from Redis: all, a model, or a model-name glob"
+    )
+    which = cache_flush.add_mutually_exclusive_group()
+    which.add_argument("--model", help="one cached model")
+    which.add_argument("--pattern", help="models whose name matches this glob, e.g. 'gpt-4*'")
     return parser
 
 
@@ -370,6 +407,7 @@ _ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, GatewaySettings], Await
     "service-accounts": cmd_service_accounts,
     "purge-request-logs": cmd_purge_request_logs,
     "probe-endpoints": cmd_probe_endpoints,
+    "cache": cmd_cache,
 }
 
 

@@ -218,10 +218,20 @@ class RouteSettings(_Strict):
     output_usd_per_mtok: float | None = Field(None, ge=0)
 
 
+class ModelCacheSettings(_Strict):
+    """Opt-in exact-match response cache of one model (gateway_app/response_cache.py)."""
+
+    ttl_seconds: int = Field(ge=1, le=7 * 86400)
+    # Also cache chat requests that sample (temperature absent or above 0): one sampled
+    # answer is then replayed to every identical request until it expires.
+    sampled: bool = False
+
+
 class ModelSettings(_Strict):
     name: str = Field(min_length=1)
     operations: list[Literal["chat", "embeddings"]] = ["chat"]
     routes: list[RouteSettings] = Field(min_length=1)
+    cache: ModelCacheSettings | None = None
 
 
 class BootstrapAdminSettings(_Strict):
@@ -314,6 +324,20 @@ class RateLimitSettings(_Strict):
     redis_url: Secret | None = None
 
 
+class ResponseCacheSettings(_Strict):
+    """Where cached answers live and the bounds of the in-process store (models opt in with `cache`)."""
+
+    # auto: Redis when rate_limits.redis_url is set (shared by every replica), else this process.
+    store: Literal["auto", "memory", "redis"] = "auto"
+    # In-process store: past either bound the least recently used entries are evicted.
+    max_entries: int = Field(10_000, ge=1)
+    max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    # A larger answer is served but never stored (either store).
+    max_entry_bytes: int = Field(1024 * 1024, ge=1024)
+    # One Redis command waits at most this long; past it the request is a miss.
+    redis_timeout_seconds: float = Field(0.25, gt=0, le=5)
+
+
 class GatewaySettings(_Strict):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings
@@ -324,6 +348,7 @@ class GatewaySettings(_Strict):
     request_logging: RequestLoggingSettings = RequestLoggingSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    response_cache: ResponseCacheSettings = ResponseCacheSettings()
 
     @field_validator("providers")
     @classmethod
@@ -390,6 +415,8 @@ def _cross_checks(settings: GatewaySettings) -> list[tuple[str, str]]:
                                 f"grants unknown model '{model_name}'",
                             )
                         )
+    if settings.response_cache.store == "redis" and settings.rate_limits.redis_url is None:
+        problems.append(("response_cache.store", "'redis' needs rate_limits.redis_url (the gateway's Redis)"))
     from gateway_app.pricing import unknown_pricing_ids  # late: pricing imports config types
 
     for pi, provider_id in unknown_pricing_ids(settings):

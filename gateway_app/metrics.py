@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway_app.response_cache import MemoryStore
 from gateway_app.storage.sqlite import sqlite_path
 
 if TYPE_CHECKING:
@@ -165,6 +166,8 @@ class GatewayCollector(Collector):
                 "Checks skipped because Redis was unreachable.",
                 g.limiter.errors,
             )
+        if g.response_cache is not None:
+            yield from self._response_cache(g)
         if g.keys is not None:
             lookups = CounterMetricFamily(
                 PREFIX + "key_lookups",
@@ -269,6 +272,58 @@ class GatewayCollector(Collector):
             attempts.add_metric([*values, "failure"], health.failures_total)
             latency.add_metric(values, health.latency.buckets(), health.latency.sum)
         yield from (state, enabled, attempts, latency)
+
+    def _response_cache(self, g: Gateway) -> Iterator[Metric]:
+        cache = g.response_cache
+        assert cache is not None
+        hits = CounterMetricFamily(
+            PREFIX + "cache_hits", "Answers served from the response cache.", labels=["model"]
+        )
+        misses = CounterMetricFamily(
+            PREFIX + "cache_misses", "Cacheable requests not found in the response cache.", labels=["model"]
+        )
+        bypassed = CounterMetricFamily(
+            PREFIX + "cache_bypassed",
+            "Requests of a cached model that were not cacheable, by reason "
+            "(stream, sampled, no_store, unkeyable).",
+            labels=["model", "reason"],
+        )
+        stores = CounterMetricFamily(
+            PREFIX + "cache_stores", "Answers stored in the response cache.", labels=["model"]
+        )
+        evictions = CounterMetricFamily(
+            PREFIX + "cache_evictions",
+            "Entries pushed out by the in-process store's bounds (least recently used first).",
+            labels=["model"],
+        )
+        expired = CounterMetricFamily(
+            PREFIX + "cache_expired", "Entries dropped past their TTL (in-process store).", labels=["model"]
+        )
+        too_large = CounterMetricFamily(
+            PREFIX + "cache_too_large", "Answers over max_entry_bytes: served, not stored.", labels=["model"]
+        )
+        for model, stats in cache.stats.items():
+            hits.add_metric([model], stats.hits)
+            misses.add_metric([model], stats.misses)
+            for reason, count in stats.bypassed.items():
+                bypassed.add_metric([model, reason], count)
+            stores.add_metric([model], stats.stores)
+            evictions.add_metric([model], stats.evictions)
+            expired.add_metric([model], stats.expired)
+            too_large.add_metric([model], stats.too_large)
+        yield from (hits, misses, bypassed, stores, evictions, expired, too_large)
+        yield CounterMetricFamily(
+            PREFIX + "cache_errors",
+            "Response-cache lookups and stores that did not reach Redis (each one a miss, never a failure).",
+            cache.store.errors + cache.pending_stores_dropped,
+        )
+        if isinstance(cache.store, MemoryStore):
+            yield GaugeMetricFamily(
+                PREFIX + "cache_entries", "Entries in the in-process store.", cache.store.entries
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "cache_bytes", "Bytes held by the in-process store.", cache.store.bytes
+            )
 
     def _upstream_pools(self, g: Gateway) -> Iterator[Metric]:
         labels = ["provider"]

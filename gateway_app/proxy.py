@@ -50,6 +50,7 @@ from gateway_app.providers import UpstreamCall, UpstreamError
 from gateway_app.providers.http1 import DeadlineError, HTTP1Error, IdleTimeoutError
 from gateway_app.ratelimit import RateLimiter
 from gateway_app.request_log import Attempt, RequestLogWriter, RequestRecord, caller_tags
+from gateway_app.response_cache import CACHE_PROVIDER, ZERO_PRICE, Lookup, ResponseCache
 from gateway_app.routing import ModelEntry, Route, Router
 from gateway_app.stream_usage import StreamRelay, ask_for_usage
 from gateway_app.telemetry import RequestTracer
@@ -91,8 +92,10 @@ class DataPlane:
         limiter: RateLimiter | None = None,
         tracer: RequestTracer | None = None,
         budgets: BudgetTracker | None = None,
+        cache: ResponseCache | None = None,
     ):
         self._settings = settings
+        self._cache = cache  # None unless a model opts in: no cache step at all
         self._budgets = budgets
         self._metrics = metrics or RequestMetrics()
         self._limiter = limiter
@@ -280,6 +283,16 @@ class DataPlane:
         if self._budgets is not None:  # in memory; before any provider call
             estimate = estimate_micros(entry.routes[0].price, len(body), payload)
             record.reserved_micros = self._budgets.admit(ctx.identity.service_account_id, estimate)
+        cached: Lookup | None = None
+        if self._cache is not None:  # after auth, grant, rate limit and budget: a hit bypasses none
+            cached = await self._cache.lookup(
+                entry.name, operation, payload, ctx.identity.service_account_id, scope
+            )
+            if cached is not None:
+                headers = [*headers, cached.header]
+                if cached.answer is not None:
+                    await self._answer_from_cache(cached, ctx, send, headers)
+                    return
 
         route, call = await self._open_with_fallback(operation, entry, payload, ctx)
         record.provider = route.provider_name
@@ -292,9 +305,30 @@ class DataPlane:
             record.status_code = call.status
             await send_response(send, call.status, response, call.content_type.encode(), headers)
             ctx.responded = True
+            if cached is not None and self._cache is not None:
+                self._cache.store_answer(
+                    cached, call.status, call.content_type, response, route.upstream_model
+                )
             return
         record.status_code = call.status
         await self._relay_stream(call, ctx, send, headers, StreamRelay(hide_usage=not client_wants_usage))
+
+    @staticmethod
+    async def _answer_from_cache(
+        cached: Lookup, ctx: RequestContext, send: Send, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """A hit: no provider call; its ledger row names provider 'cache' at zero tokens and cost."""
+        assert cached.answer is not None
+        record = ctx.record
+        record.provider = CACHE_PROVIDER
+        record.upstream_model = cached.answer.upstream_model
+        record.price = ZERO_PRICE
+        record.usage = (0, 0)
+        record.response_body = cached.answer.body
+        record.relayed_bytes = len(cached.answer.body)
+        record.status_code = 200
+        await send_response(send, 200, cached.answer.body, cached.answer.content_type.encode(), headers)
+        ctx.responded = True
 
     @staticmethod
     async def _read_whole(call: UpstreamCall, route: Route, ctx: RequestContext) -> bytes:

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway_app.admin import accounts_routes, auth_routes, keys_routes, logs_routes, providers_routes
+from gateway_app.admin import (
+    accounts_routes,
+    auth_routes,
+    cache_routes,
+    keys_routes,
+    logs_routes,
+    providers_routes,
+)
 from gateway_app.admin.cookie import SESSION_COOKIE, read_cookie
 from gateway_app.admin.origin import cross_origin_reason, is_json
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
@@ -25,6 +32,7 @@ _REGISTRARS = (
     providers_routes.register,
     accounts_routes.register,
     logs_routes.register,
+    cache_routes.register,
 )
 
 

@@ -3,41 +3,15 @@ replication reported, split brain detected, failover only when confirmed."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.playbooks.conftest import Deployment, Releases
-from tests.support.processes import Process, free_port, wait_until
+from tests.support.processes import RedisNode, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-class RedisNode(Process):
-    def __init__(self, workdir: Path):
-        self.port = free_port()
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed (apt-get install redis-server)"
-        super().__init__(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)],
-            workdir / f"redis-{self.port}.log",
-        )  # fmt: skip
-        self.name = f"127.0.0.1:{self.port}"
-        self.client = redis.Redis(port=self.port, socket_timeout=2)
-        wait_until(self._answers)
-
-    def _answers(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.ConnectionError:
-            return False
-
-    def role(self) -> str:
-        return self.client.info("replication")["role"]
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,3 +153,29 @@ class BackgroundStream:
         """Everything received once the stream ended (or `timeout` passed)."""
         self._reader.join(timeout)
         return b"".join(self.chunks)
+
+
+class RedisNode(Process):
+    """A redis-server of the test's own on a free port (or ``port``: a restart), no persistence."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.port = port or free_port()
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (apt-get install redis-server)"
+        super().__init__(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir)],
+            workdir / f"redis-{self.port}.log",
+        )  # fmt: skip
+        self.name = f"127.0.0.1:{self.port}"
+        self.client = redis.Redis(port=self.port, socket_timeout=2)
+        wait_until(self._answers)
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def role(self) -> str:
+        return self.client.info("replication")["role"]
