@@ -148,3 +148,16 @@ def test_hpa_bounds_are_refused_on_hosts(local_deployment: Deployment) -> None:
     refused = local_deployment.run("scale.yml", scale_min_replicas=3)
     assert refused.rc != 0
     assert "This target has no autoscaler: list the instances in gateway_instances" in refused.output
+
+
+def test_incident_error_rate_adds_capacity_through_the_scale_steps(local_deployment: Deployment) -> None:
+    base = local_deployment.instances
+    third = {"name": "c", "port": free_port()}
+    try:
+        result = local_deployment.ok("incident_error_rate.yml", scale=True, gateway_instances=[*base, third])
+        assert _scale_report(result.output)["added"] == ["c"]
+        assert _lb_servers(local_deployment) == {"a": "UP", "b": "UP", "c": "UP"}
+        assert _chat_served(third["port"]) >= 0  # its /metrics answer: it runs
+    finally:
+        local_deployment.ok("scale.yml", gateway_instances=base)
+    assert _lb_servers(local_deployment) == {"a": "UP", "b": "UP"}
