@@ -15,7 +15,15 @@ from stacks.gateway_config import (
     SEED_KEY_ENV,
 )
 from stacks.k8s import selector
-from stacks.settings import PROJECT, StackSettings, SuppliedSecrets, load_settings
+from stacks.settings import (
+    MAX_REPLICAS_PATH,
+    MIN_REPLICAS_PATH,
+    PROJECT,
+    REPLICAS_PATH,
+    StackSettings,
+    SuppliedSecrets,
+    load_settings,
+)
 
 
 def runbook_target(settings: StackSettings, environment: GatewayEnvironment) -> dict[str, Any]:
@@ -41,6 +49,16 @@ def runbook_target(settings: StackSettings, environment: GatewayEnvironment) -> 
         },
         # Provider keys are fields of one object: --path '<key>.<ENV_NAME>'.
         "providerKeysConfigKey": f"{PROJECT}:providerApiKeys",
+        # scale.yml: with an HPA it sets the HPA's bounds (the HPA owns the replica count),
+        # without one the fixed count; `pulumi config set --path <key> N`, then `pulumi up`.
+        "scaling": {
+            "autoscaled": settings.scheduling.autoscaling is not None,
+            "minReplicas": settings.scheduling.min_replicas,
+            "maxReplicas": settings.scheduling.max_replicas,
+            "replicasConfigKey": f"{PROJECT}:{REPLICAS_PATH}",
+            "minReplicasConfigKey": f"{PROJECT}:{MIN_REPLICAS_PATH}",
+            "maxReplicasConfigKey": f"{PROJECT}:{MAX_REPLICAS_PATH}",
+        },
     }
 
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import pulumi
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -422,6 +422,30 @@ class StackSettings(_Settings):
         return explicit or (14 if self.production else 1)
 
 
+def config_path(*fields: str) -> str:
+    """The `pulumi config set --path` path of a settings field, from the models' own aliases.
+
+    ``config_path("scheduling", "autoscaling", "min_replicas")`` is
+    ``scheduling.autoscaling.minReplicas``; a field that does not exist raises KeyError,
+    so a renamed field breaks here (and in its tests), not in a runbook.
+    """
+    model: Any = StackSettings
+    parts = []
+    for name in fields:
+        field = model.model_fields[name]
+        parts.append(field.alias or name)
+        nested = [t for t in (field.annotation, *get_args(field.annotation)) if isinstance(t, type)]
+        model = next((t for t in nested if issubclass(t, BaseModel)), None)
+    return ".".join(parts)
+
+
+# What scale.yml sets on the kubernetes target (exported in the runbookTarget output):
+# a fixed replica count, or the HPA's bounds when the stack autoscales.
+REPLICAS_PATH = config_path("scheduling", "replicas")
+MIN_REPLICAS_PATH = config_path("scheduling", "autoscaling", "min_replicas")
+MAX_REPLICAS_PATH = config_path("scheduling", "autoscaling", "max_replicas")
+
+
 @dataclass(frozen=True)
 class SuppliedSecrets:
     """Secret config values; ``None`` where the program generates the value."""
@@ -525,17 +549,17 @@ def _scheduling_problems(settings: StackSettings) -> list[Problem]:
     if sched.replicas is not None and sched.autoscaling is not None:
         problems.append(
             Problem(
-                "scheduling.replicas",
+                REPLICAS_PATH,
                 "set either replicas or autoscaling, not both: the HPA owns the replica count",
-                "pulumi config rm --path 'scheduling.replicas'",
+                f"pulumi config rm --path '{REPLICAS_PATH}'",
             )
         )
     if sched.autoscaling and sched.autoscaling.min_replicas > sched.autoscaling.max_replicas:
         problems.append(
             Problem(
-                "scheduling.autoscaling.maxReplicas",
+                MAX_REPLICAS_PATH,
                 "must be at least minReplicas",
-                _set_command("scheduling.autoscaling.maxReplicas", str(sched.autoscaling.min_replicas)),
+                _set_command(MAX_REPLICAS_PATH, str(sched.autoscaling.min_replicas)),
             )
         )
     if sched.min_replicas >= 2 and sched.pdb_max_unavailable >= sched.min_replicas:
@@ -552,7 +576,7 @@ def _scheduling_problems(settings: StackSettings) -> list[Problem]:
             Problem(
                 "scheduling.autoscaling.minReplicas",
                 f"production runs at least 3 replicas, got {sched.min_replicas}",
-                _set_command("scheduling.autoscaling.minReplicas", "3"),
+                _set_command(MIN_REPLICAS_PATH, "3"),
             )
         )
     if sched.min_zones is not None and sched.zone_spread != "DoNotSchedule":

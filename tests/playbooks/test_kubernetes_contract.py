@@ -25,7 +25,15 @@ import pytest
 import yaml
 
 from stacks.offline import available_stacks
-from stacks.settings import OBJECT_KEYS, PROJECT, SECRET_KEYS, STRING_KEYS
+from stacks.settings import (
+    MAX_REPLICAS_PATH,
+    MIN_REPLICAS_PATH,
+    OBJECT_KEYS,
+    PROJECT,
+    REPLICAS_PATH,
+    SECRET_KEYS,
+    STRING_KEYS,
+)
 from tests.support.kube_api_double import KubeApiDouble, KubeApiServer
 from tests.support.processes import REPO, free_port
 
@@ -422,3 +430,120 @@ def test_read_config_and_status_come_from_the_stack(cluster: Cluster) -> None:
     done, facts = cluster.entry("instances_status", ["target_instances_status"])
     assert done.returncode == 0, done.stdout[-3000:]
     assert [s["state"] for s in facts["target_instances_status"]] == ["UP"]
+
+
+# --- scale.yml: the stack's replica settings, never the Deployment against its HPA ---------
+
+
+@pytest.mark.parametrize("stack", available_stacks())
+def test_the_scaling_keys_the_stack_exports_are_the_settings_fields(
+    rendered: dict[str, dict[str, Any]], stack: str
+) -> None:
+    """One source: the keys come from stacks/settings.py's field aliases; a rename fails here."""
+    scaling = rendered[stack]["outputs"]["runbookTarget"]["scaling"]
+    assert scaling["replicasConfigKey"] == f"{PROJECT}:{REPLICAS_PATH}" == f"{PROJECT}:scheduling.replicas"
+    assert (
+        scaling["minReplicasConfigKey"]
+        == f"{PROJECT}:{MIN_REPLICAS_PATH}"
+        == f"{PROJECT}:scheduling.autoscaling.minReplicas"
+    )
+    assert scaling["maxReplicasConfigKey"] == f"{PROJECT}:{MAX_REPLICAS_PATH}"
+    for key in ("replicasConfigKey", "minReplicasConfigKey", "maxReplicasConfigKey"):
+        assert scaling[key].partition(".")[0] in PROGRAM_KEYS
+    hpas = _objects(rendered[stack], "HorizontalPodAutoscaler")
+    assert scaling["autoscaled"] == bool(hpas)
+    if hpas:
+        assert (hpas[0]["spec"]["minReplicas"], hpas[0]["spec"]["maxReplicas"]) == (
+            scaling["minReplicas"],
+            scaling["maxReplicas"],
+        )
+
+
+def _config_sets(cluster: Cluster, since: int) -> list[list[str]]:
+    return [c["argv"] for c in cluster.pulumi_calls()[since:] if c["argv"][:2] == ["config", "set"]]
+
+
+def _pulumi(cluster: Cluster, *args: str) -> None:
+    done = subprocess.run(
+        [str(cluster.pulumi), *args, "--stack", STACK],
+        cwd=REPO,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _scale_requests(cluster: Cluster) -> list[str]:
+    return [r.path for r in cluster.double.requests if r.method != "GET" and r.path.endswith("/scale")]
+
+
+def test_scale_without_an_hpa_sets_the_fixed_count(cluster: Cluster) -> None:
+    names = _names(cluster)
+    calls = len(cluster.pulumi_calls())
+    try:
+        done, facts = cluster.entry("scale", ["target_scale"], target_min_replicas=2)
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert _config_sets(cluster, calls) == [
+            ["config", "set", "--stack", STACK, "--path", f"{PROJECT}:scheduling.replicas", "2"]
+        ]
+        assert [c["argv"][0] for c in cluster.pulumi_calls()[calls:]].count("up") == 1
+        deployment = cluster.double.get("Deployment", names["namespace"], names["deployment"])
+        assert deployment["spec"]["replicas"] == 2
+        assert {k: int(v) for k, v in facts["target_scale"]["after"].items()} == {"min": 2, "max": 2}
+        # A range needs an HPA: refused with the commands that turn autoscaling on.
+        refused, _ = cluster.entry("scale", ["target_scale"], target_min_replicas=2, target_max_replicas=4)
+        assert refused.returncode != 0 and "has no HPA" in refused.stdout
+        assert f"pulumi config rm --path {PROJECT}:scheduling.replicas" in refused.stdout
+    finally:
+        back, _ = cluster.entry("scale", ["target_scale"], target_min_replicas=1)
+        assert back.returncode == 0, back.stdout[-3000:]
+    assert _scale_requests(cluster) == []
+
+
+def test_scale_with_an_hpa_sets_its_bounds_and_never_scales_the_deployment(cluster: Cluster) -> None:
+    names = _names(cluster)
+    namespace, deployment_name = names["namespace"], names["deployment"]
+    # The local stack with an HPA instead of a fixed count, as an operator would switch it.
+    _pulumi(cluster, "config", "rm", "--path", f"{PROJECT}:{REPLICAS_PATH}")
+    _pulumi(cluster, "config", "set", "--path", f"{PROJECT}:{MIN_REPLICAS_PATH}", "1")
+    _pulumi(cluster, "config", "set", "--path", f"{PROJECT}:{MAX_REPLICAS_PATH}", "3")
+    cluster.up()
+    try:
+        assert _names(cluster)["scaling"]["autoscaled"] is True
+        calls, scaled_before = len(cluster.pulumi_calls()), len(_scale_requests(cluster))
+        done, facts = cluster.entry("scale", ["target_scale"], target_min_replicas=2, target_max_replicas=5)
+        assert done.returncode == 0, done.stdout[-3000:]
+        hpa_key = f"{PROJECT}:scheduling.autoscaling"
+        assert _config_sets(cluster, calls) == [
+            ["config", "set", "--stack", STACK, "--path", f"{hpa_key}.minReplicas", "2"],
+            ["config", "set", "--stack", STACK, "--path", f"{hpa_key}.maxReplicas", "5"],
+        ]
+        assert {k: int(v) for k, v in facts["target_scale"]["before"].items()} == {"min": 1, "max": 3}
+        hpa = cluster.double.get("HorizontalPodAutoscaler", namespace, deployment_name)
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+        deployment = cluster.double.get("Deployment", namespace, deployment_name)
+        assert deployment["spec"]["replicas"] == 2  # the HPA raised it to its new minimum
+        assert _scale_requests(cluster)[scaled_before:] == []  # scale.yml never scaled the Deployment
+
+        # The same bounds again: nothing set, no `pulumi up`.
+        calls = len(cluster.pulumi_calls())
+        again, _ = cluster.entry("scale", ["target_scale"], target_min_replicas=2, target_max_replicas=5)
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert [c["argv"][:2] for c in cluster.pulumi_calls()[calls:]] == [["stack", "output"]]
+
+        # stop.yml (restore) scales to 0, where Kubernetes turns the HPA off; start.yml
+        # hands the Deployment back at the HPA's minimum instead of leaving it at 0.
+        stopped, _ = cluster.entry("stop", [])
+        assert stopped.returncode == 0, stopped.stdout[-3000:]
+        assert cluster.double.get("Deployment", namespace, deployment_name)["spec"]["replicas"] == 0
+        started, _ = cluster.entry("start", [])
+        assert started.returncode == 0, started.stdout[-3000:]
+        assert cluster.double.get("Deployment", namespace, deployment_name)["spec"]["replicas"] == 2
+    finally:
+        _pulumi(cluster, "config", "rm", "--path", f"{PROJECT}:scheduling.autoscaling")
+        _pulumi(cluster, "config", "set", "--path", f"{PROJECT}:{REPLICAS_PATH}", "1")
+        cluster.double.objects.pop(("horizontalpodautoscalers", namespace, deployment_name), None)
+        cluster.up()
+    assert cluster.double.get("Deployment", namespace, deployment_name)["spec"]["replicas"] == 1

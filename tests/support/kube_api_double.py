@@ -41,6 +41,7 @@ RESOURCES: dict[tuple[str, str], list[tuple[str, str, bool]]] = {
         ("statefulsets", "StatefulSet", True),
     ],
     ("batch", "v1"): [("jobs", "Job", True)],
+    ("autoscaling", "v2"): [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
 }
 KIND_PLURAL = {kind: plural for resources in RESOURCES.values() for plural, kind, _ in resources}
 
@@ -68,9 +69,19 @@ class KubeApiDouble:
     # --- state ------------------------------------------------------------------------
 
     def apply(self, manifest: dict[str, Any]) -> None:
-        """Create or replace an object as `pulumi up` would (and run the controller)."""
+        """Create or replace an object as `pulumi up` would (and run the controllers).
+
+        A Deployment that declares no replica count (the HPA owns it) keeps the one it has,
+        as the API server keeps a field the applier does not manage.
+        """
         with self._lock:
-            self._store(copy.deepcopy(manifest), replace=True)
+            manifest = copy.deepcopy(manifest)
+            if manifest.get("kind") == "Deployment" and "replicas" not in manifest.get("spec", {}):
+                meta = manifest.get("metadata", {})
+                old = self.get("Deployment", meta.get("namespace", ""), meta.get("name", ""))
+                if old is not None:
+                    manifest["spec"]["replicas"] = old["spec"].get("replicas", 1)
+            self._store(manifest, replace=True)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((KIND_PLURAL[kind], namespace, name))
@@ -101,11 +112,30 @@ class KubeApiDouble:
         self.objects[key] = obj
         if obj["kind"] == "Deployment":
             self._roll(obj, old)
+            self._autoscale(namespace)
+        elif obj["kind"] == "HorizontalPodAutoscaler":
+            self._autoscale(namespace)
         elif obj["kind"] == "Job" and old is None:
             self._run_job(obj)
         return obj
 
     # --- controller -------------------------------------------------------------------
+
+    def _autoscale(self, namespace: str) -> None:
+        """The HPA controller, without load: each target Deployment's replica count kept
+        between minReplicas and maxReplicas; a Deployment scaled to 0 is left alone
+        (Kubernetes turns the HPA off at 0 replicas)."""
+        for hpa in self.list("HorizontalPodAutoscaler", namespace):
+            spec = hpa["spec"]
+            deployment = self.get("Deployment", namespace, spec["scaleTargetRef"]["name"])
+            if deployment is None:
+                continue
+            replicas = deployment["spec"].get("replicas", 1)
+            wanted = min(max(replicas, spec.get("minReplicas", 1)), spec["maxReplicas"])
+            if replicas and wanted != replicas:
+                old = copy.deepcopy(deployment)
+                deployment["spec"]["replicas"] = wanted
+                self._roll(deployment, old)
 
     def _roll(self, deployment: dict[str, Any], old: dict[str, Any] | None) -> None:
         meta, spec = deployment["metadata"], deployment["spec"]

@@ -2,7 +2,7 @@
 
 It records every invocation (argv, and whether a value came on stdin; never the
 value) to $PULUMI_STANDIN_DIR/calls.jsonl and keeps the stack config that
-`config set` writes in $PULUMI_STANDIN_DIR/config.json. `stack output --json`,
+`config set` and `config rm` write in $PULUMI_STANDIN_DIR/config.json. `stack output --json`,
 `preview` and `up` run the real Pulumi program (stacks.program, under the offline
 mocks) on the stack file plus that config, so a key the program does not read
 changes nothing, exactly as with the real CLI; `up` then applies the rendered
@@ -52,12 +52,28 @@ def _run(stack: str) -> Any:
     state = _config()
     for key, value in state["values"].items():
         root, _, path = key.partition(".")
-        if path:  # --path root.field: a field of an object value
+        if path:  # --path root.field[.field...]: a field of an object value
             current = json.loads(config.get(root, "{}"))
-            current[path] = value
+            *parents, leaf = path.split(".")
+            node = current
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
             config[root] = json.dumps(current)
         else:
             config[key] = value
+    for key in state.get("removed", []):
+        root, _, path = key.partition(".")
+        if path and root in config:
+            current = json.loads(config[root])
+            *parents, leaf = path.split(".")
+            node = current
+            for parent in parents:
+                node = node.get(parent, {})
+            node.pop(leaf, None)
+            config[root] = json.dumps(current)
+        else:
+            config.pop(key, None)
     secret_keys |= {key.partition(".")[0] for key in state["secret"]}
     return run_program(stack, program, config, secret_keys)
 
@@ -86,8 +102,21 @@ def _config_set(args: list[str], stdin_value: str | None) -> int:
         return 1
     state = _config()
     state["values"][key] = value
+    state["removed"] = [k for k in state.get("removed", []) if k != key]
     if "--secret" in args:
         state["secret"] = sorted(set(state["secret"]) | {key})
+    CONFIG.write_text(json.dumps(state))
+    return 0
+
+
+def _config_rm(args: list[str]) -> int:
+    key = _positional(args)[2]  # after "config rm"
+    if "--path" not in args and "." in key.partition(":")[2]:
+        print(f"error: {key} has a dot: pass --path to remove a field", file=sys.stderr)
+        return 1
+    state = _config()
+    state["values"].pop(key, None)
+    state["removed"] = sorted(set(state.get("removed", [])) | {key})
     CONFIG.write_text(json.dumps(state))
     return 0
 
@@ -96,7 +125,15 @@ def _apply(run: Any) -> None:
     manifests = []
     for resource in run.kubernetes():
         manifest = json.loads(json.dumps(resource.values))  # secrets unwrapped: the cluster gets real values
-        if manifest.get("kind") in ("Deployment", "Secret", "ConfigMap", "Job", "Service", "ServiceAccount"):
+        if manifest.get("kind") in (
+            "Deployment",
+            "Secret",
+            "ConfigMap",
+            "Job",
+            "Service",
+            "ServiceAccount",
+            "HorizontalPodAutoscaler",
+        ):
             manifests.append(manifest)
     request = urllib.request.Request(
         os.environ["KUBE_DOUBLE_URL"] + "/_double/apply",
@@ -118,6 +155,8 @@ def main(argv: list[str]) -> int:
     try:
         if positional[:2] == ["config", "set"]:
             return _config_set(argv, stdin_value)
+        if positional[:2] == ["config", "rm"]:
+            return _config_rm(argv)
         if positional[:2] == ["stack", "output"] and "--json" in argv:
             print(json.dumps(_outputs(stack)))
             return 0
