@@ -79,6 +79,9 @@ mirror="${mirror:-http://deb.debian.org/debian}"
 
 rootfs="$(mktemp -d /var/tmp/gw-base.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT
+# mktemp -d makes it 0700, and tar records "." as the image's /: the image's non-root user
+# could then run nothing ("exec /bin/sh: permission denied").
+chmod 0755 "$rootfs"
 say "building $BASE_IMAGE: debootstrap --variant=minbase bookworm from $mirror"
 debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
 chroot "$rootfs" apt-get update -qq

@@ -152,7 +152,7 @@ def test_missing_role_variable_fails_with_the_argument_spec_message(installed: I
                             "name": "Drain",
                             "ansible.builtin.include_role": {
                                 "name": f"{FQCN}.loadbalancer",
-                                "tasks_from": "drain.yml",
+                                "tasks_from": "drain",
                             },
                             "vars": {"gateway_root": str(installed.work)},
                         }
@@ -164,7 +164,7 @@ def test_missing_role_variable_fails_with_the_argument_spec_message(installed: I
     done = installed.playbook("-i", "localhost,", "-c", "local", str(play))
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
-    assert "Validating arguments against arg spec 'drain.yml'" in output, output[-3000:]
+    assert "Validating arguments against arg spec 'drain'" in output, output[-3000:]
     assert "missing required arguments: lb_server" in output, output[-3000:]
 
 
@@ -182,7 +182,7 @@ def test_wrong_type_fails_with_the_argument_spec_message(installed: Installed) -
                             "name": "Prune",
                             "ansible.builtin.include_role": {
                                 "name": f"{FQCN}.release",
-                                "tasks_from": "prune.yml",
+                                "tasks_from": "prune",
                             },
                             "vars": {"gateway_root": str(installed.work), "gateway_keep_releases": "a few"},
                         }
@@ -194,7 +194,7 @@ def test_wrong_type_fails_with_the_argument_spec_message(installed: Installed) -
     done = installed.playbook("-i", "localhost,", "-c", "local", str(play))
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
-    assert "Validating arguments against arg spec 'prune.yml'" in output, output[-3000:]
+    assert "Validating arguments against arg spec 'prune'" in output, output[-3000:]
     assert "gateway_keep_releases" in output and "int" in output, output[-3000:]
     assert not (installed.work / "releases").exists()
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 import httpx
 import pytest
 import testinfra
 
 from tests.playbooks.conftest import ANSIBLE_PLAYBOOK, LOCAL_INVENTORY, RELEASE_V1, Deployment
+from tests.support.processes import REPO
+
+DASHBOARD = REPO / "gateway_app" / "dashboards" / "gateway.json"
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +77,23 @@ def test_host_state_through_the_inventory(deployed: Deployment, monkeypatch: pyt
         p for p in host.process.filter() if f"{root}/etc/instances/" in p.args and " serve " in p.args
     ]
     assert len(gateways) == 2
+
+
+def test_the_release_dashboard_is_installed_as_a_file(deployed: Deployment) -> None:
+    """grafana_dashboards_dir/gateway.json is the running release's package data, byte for byte."""
+    installed = deployed.root / "grafana" / "gateway.json"
+    assert installed.is_file() and installed.stat().st_mode & 0o777 == 0o644
+    release_python = deployed.root / "releases" / RELEASE_V1 / "venv" / "bin" / "python"
+    packaged = subprocess.run(
+        [
+            str(release_python),
+            "-c",
+            "import importlib.resources, sys; sys.stdout.buffer.write("
+            "importlib.resources.files('gateway_app').joinpath('dashboards', 'gateway.json').read_bytes())",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert installed.read_bytes() == packaged == DASHBOARD.read_bytes()
+    assert json.loads(installed.read_text())["panels"]

@@ -156,6 +156,28 @@ def test_deploy_runs_hardened_containers_without_secrets_in_them(deployment: Doc
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600 and secrets_file.stat().st_uid == 10001
 
 
+def test_the_release_dashboard_is_installed_as_a_file(deployment: DockerDeployment) -> None:
+    """grafana_dashboards_dir/gateway.json is the package data of the running image, byte for byte."""
+    installed = deployment.root / "grafana" / "gateway.json"
+    assert installed.is_file() and stat.S_IMODE(installed.stat().st_mode) == 0o644
+    image = f"{deployment.vars['docker_image_repository']}:{RELEASE_V1}"
+    reader = (
+        "import importlib.resources, sys; sys.stdout.buffer.write("
+        "importlib.resources.files('gateway_app').joinpath('dashboards', 'gateway.json').read_bytes())"
+    )
+    packaged = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", reader],
+        capture_output=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    assert (
+        installed.read_bytes()
+        == packaged
+        == (REPO / "gateway_app" / "dashboards" / "gateway.json").read_bytes()
+    )
+
+
 def test_run_command_keeps_the_cli_exit_status(deployment: DockerDeployment) -> None:
     """bin/gateway (what run_command runs) returns the CLI's rc: migrate --check of v2 is 1 (pending)."""
     done = deployment.gateway("migrate", "--check", release=RELEASE_V2)

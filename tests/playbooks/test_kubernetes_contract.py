@@ -264,7 +264,7 @@ class Cluster:
                                 "name": f"Run {entry}",
                                 "ansible.builtin.include_role": {
                                     "name": "target_{{ gateway_target }}",
-                                    "tasks_from": f"{entry}.yml",
+                                    "tasks_from": entry,
                                 },
                             },
                             {

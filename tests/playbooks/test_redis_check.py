@@ -25,9 +25,10 @@ def nodes(tmp_path: Path) -> Iterator[tuple[RedisNode, RedisNode]]:
 
 
 @pytest.fixture
-def runner(tmp_path: Path, releases: Releases) -> Deployment:
-    """Runs playbooks with the local inventory; redis_check needs no gateway deployed."""
-    return Deployment(tmp_path / "root", releases)
+def runner(tmp_path: Path) -> Deployment:
+    """Runs playbooks with the local inventory; redis_check needs no gateway deployed, so no
+    release either (the session's release wheels are not built for this file)."""
+    return Deployment(tmp_path / "root", Releases(wheelhouse=tmp_path / "wheelhouse"))
 
 
 def test_healthy_replication_is_reported(runner: Deployment, nodes) -> None:

@@ -1,57 +1,231 @@
 """Every role entry point a runbook or role calls has an argument spec Ansible applies.
 
-Ansible looks the spec up by `tasks_from` exactly as written (``drain.yml`` and
-``drain`` are different entry points), and silently validates nothing when the
-key is missing; this fails instead. The target_* roles are written against the
-target interface (test_target_interface.py) and are not checked here.
+Ansible (ansible/playbook/role/__init__.py, ``_prepend_validation_task``) looks the
+spec up by ``tasks_from`` exactly as written: ``tasks_from: drain.yml`` finds no
+``drain`` spec and silently validates nothing. So every call names the entry point
+without ``.yml`` and every meta/argument_specs.yml is keyed the same way. The static
+tests read every call in playbooks/ (the target roles included, once per target for
+``target_{{ gateway_target }}``); the run tests prove with real ansible-playbook runs
+that each target role's entry points are validated, and fail with Ansible's message.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from tests.support.processes import REPO
 
-ROLES = REPO / "playbooks" / "roles"
-CHECKED = ("config", "service", "release", "loadbalancer", "checks", "database")
-_INCLUDE = re.compile(
-    r"(?:include|import)_role:\s*\n(?P<body>(?:[ \t]+\S.*\n)+)",
-)
+PLAYBOOKS = REPO / "playbooks"
+ROLES = PLAYBOOKS / "roles"
+ROLE_NAMES = sorted(path.name for path in ROLES.iterdir() if (path / "tasks").is_dir())
+TARGET_ROLES = [role for role in ROLE_NAMES if role.startswith("target_")]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+INCLUDES = ("ansible.builtin.include_role", "ansible.builtin.import_role")
 
 
-def _calls() -> set[tuple[str, str]]:
-    calls: set[tuple[str, str]] = set()
-    files = [
-        *(REPO / "playbooks").glob("*.yml"),
-        *(REPO / "playbooks" / "tasks").glob("*.yml"),
-        *ROLES.rglob("*.yml"),
-    ]
-    for path in files:
-        for match in _INCLUDE.finditer(path.read_text()):
-            body = match.group("body")
-            name = re.search(r"^\s+name:\s*[\"']?([^\"'\n]+)", body, re.M)
-            tasks_from = re.search(r"^\s+tasks_from:\s*(\S+)", body, re.M)
-            if name:
-                calls.add((name.group(1).strip(), tasks_from.group(1) if tasks_from else "main"))
+def _specs(role: str) -> dict[str, Any]:
+    return yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+
+
+def _tasks(node: Any) -> Iterator[dict[str, Any]]:
+    """Every task of a playbook or task file, blocks, rescues and handlers included."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _tasks(item)
+    elif isinstance(node, dict):
+        if "hosts" in node:
+            for key in ("pre_tasks", "roles", "tasks", "post_tasks", "handlers"):
+                yield from _tasks(node.get(key) or [])
+            return
+        yield node
+        for key in ("block", "rescue", "always"):
+            yield from _tasks(node.get(key) or [])
+
+
+def _yaml_files() -> list[Path]:
+    return sorted(p for p in PLAYBOOKS.rglob("*.yml") if "inventories" not in p.parts)
+
+
+def _calls() -> list[tuple[str, str, str]]:
+    """(file, role, tasks_from) of every include_role/import_role under playbooks/."""
+    calls = []
+    for path in _yaml_files():
+        for task in _tasks(yaml.safe_load(path.read_text()) or []):
+            for key in (*INCLUDES, "include_role", "import_role"):
+                include = task.get(key)
+                if not isinstance(include, dict):
+                    continue
+                name = str(include["name"])
+                roles = [name]
+                if "{{" in name:  # target_{{ gateway_target }}: every target implements the entry point
+                    assert name.replace(" ", "") == "target_{{gateway_target}}", f"{path}: {name}"
+                    roles = TARGET_ROLES
+                for role in roles:
+                    calls.append((str(path.relative_to(REPO)), role, str(include.get("tasks_from", "main"))))
     return calls
 
 
-def test_every_called_entry_point_has_an_argument_spec() -> None:
-    calls = {(role, entry) for role, entry in _calls() if role in CHECKED}
-    assert ("loadbalancer", "drain.yml") in calls and ("release", "main") in calls  # the scan finds calls
-    missing = []
-    for role, entry in sorted(calls):
-        specs = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-        if entry not in specs:
-            missing.append(f"{role}: tasks_from {entry}")
-    assert not missing, missing
+def test_the_scan_finds_the_calls() -> None:
+    calls = {(role, entry) for _, role, entry in _calls()}
+    assert {("loadbalancer", "drain"), ("target_hosts", "endpoints"), ("target_docker", "run_command")} <= (
+        calls
+    )
+    assert ("target_kubernetes", "write_secrets") in calls and ("database", "migrate") in calls
+    assert len(_calls()) > 100
 
 
-def test_every_task_file_of_a_role_has_an_argument_spec() -> None:
-    for role in CHECKED:
-        specs = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-        for tasks in (ROLES / role / "tasks").glob("*.yml"):
-            entry = "main" if tasks.name == "main.yml" else tasks.name
-            assert entry in specs, f"{role}/tasks/{tasks.name} has no argument spec"
+def test_every_tasks_from_has_a_matching_argument_spec() -> None:
+    missing = [
+        f"{where}: {role} tasks_from {entry}" for where, role, entry in _calls() if entry not in _specs(role)
+    ]
+    assert not missing, "Ansible validates nothing for these calls:\n" + "\n".join(missing)
+
+
+def test_no_call_names_an_entry_point_with_its_file_extension() -> None:
+    with_extension = [f"{where}: {role} {entry}" for where, role, entry in _calls() if entry.endswith(".yml")]
+    assert not with_extension, with_extension
+
+
+@pytest.mark.parametrize("role", sorted(set(ROLE_NAMES) - set(TARGET_ROLES)))
+def test_every_task_file_of_a_role_has_an_argument_spec(role: str) -> None:
+    specs = _specs(role)
+    for tasks in (ROLES / role / "tasks").glob("*.yml"):
+        assert tasks.stem in specs, f"{role}/tasks/{tasks.name} has no argument spec"
+    for entry in specs:
+        assert (ROLES / role / "tasks" / f"{entry}.yml").is_file(), f"{role}: spec {entry} without tasks"
+
+
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_every_role_has_its_metadata_and_declares_its_dependencies(role: str) -> None:
+    """Galaxy metadata; other roles are included explicitly (include_role), never as meta dependencies."""
+    meta = yaml.safe_load((ROLES / role / "meta" / "main.yml").read_text())
+    assert meta["galaxy_info"]["role_name"] == role
+    assert meta["dependencies"] == []
+
+
+def _readers(name: str) -> tuple[set[str], list[Path]]:
+    """(roles whose files read the variable, runbook files that read it)."""
+    word = re.compile(rf"\b{name}\b")
+    roles = {
+        role
+        for role in ROLE_NAMES
+        if any(word.search(p.read_text()) for p in (ROLES / role).rglob("*") if p.suffix in (".yml", ".j2"))
+    }
+    files = [*PLAYBOOKS.glob("*.yml"), *(PLAYBOOKS / "tasks").glob("*.yml")]
+    runbooks = [p for p in files if word.search(p.read_text())]
+    return roles, runbooks
+
+
+def test_a_variable_only_one_role_reads_is_in_that_roles_defaults() -> None:
+    site = yaml.safe_load((PLAYBOOKS / "group_vars" / "all.yml").read_text())
+    misplaced = []
+    for name in site:
+        roles, runbooks = _readers(name)
+        if len(roles) == 1 and not runbooks:
+            misplaced.append(f"{name}: only {roles.pop()} reads it (move it to its defaults/main.yml)")
+    assert not misplaced, misplaced
+    for role in ROLE_NAMES:
+        defaults = ROLES / role / "defaults" / "main.yml"
+        for name in (yaml.safe_load(defaults.read_text()) or {}) if defaults.is_file() else {}:
+            assert name not in site, f"{name}: both in group_vars/all.yml and {role}'s defaults"
+
+
+# --- real runs ------------------------------------------------------------------------
+
+# A value of the right type for each required option of the target interface.
+_VALID = {"dict": {"GATEWAY_SEED_KEY": "sk-x"}, "str": "1.0.0", "list": ["version"], "int": 3, "bool": True}
+
+
+def _play(role: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"name": f"Entry points of {role}", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]
+
+
+def _include(role: str, entry: str, variables: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": f"{role} {entry}",
+        "ansible.builtin.include_role": {"name": role, "tasks_from": entry},
+        "vars": variables,
+        "tags": ["always"],
+        **extra,
+    }
+
+
+def _run(tmp_path: Path, name: str, play: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / f"{name}.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    # --tags always: the validation task Ansible prepends is tagged always, the role's own
+    # tasks are not, so only the validation runs (no deployment needed).
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "--tags", "always", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", TARGET_ROLES)
+def test_every_target_entry_point_is_validated_when_called(role: str, tmp_path: Path) -> None:
+    specs = _specs(role)
+    tasks = []
+    for entry, spec in specs.items():
+        required = {
+            name: _VALID[option["type"]]
+            for name, option in (spec.get("options") or {}).items()
+            if option.get("required")
+        }
+        tasks.append(_include(role, entry, required))
+    done = _run(tmp_path, "valid", _play(role, tasks))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    for entry in specs:
+        validated = f"TASK [{role} : Validating arguments against arg spec '{entry}'"
+        assert validated in output, (entry, output[-4000:])
+    assert re.search(r"^localhost\s+:\s+ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", output, re.M), output
+
+
+_WRONG = [
+    # (entry point, variables, what Ansible's message says)
+    ("write_secrets", {}, "missing required arguments: target_secret_updates"),
+    ("run_command", {"target_command": {"not": "a list"}}, "target_command"),
+    ("logs", {"target_log_lines": "a few"}, "target_log_lines"),
+    ("restore_database", {}, "missing required arguments: restore_backup"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", TARGET_ROLES)
+@pytest.mark.parametrize(("entry", "variables", "message"), _WRONG, ids=[w[0] for w in _WRONG])
+def test_a_missing_or_mistyped_variable_fails_with_the_argument_spec_message(
+    role: str, entry: str, variables: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran-past-validation"
+    tasks = [
+        _include(role, entry, variables),
+        {
+            "name": "Reached only if the validation let the call through",
+            "ansible.builtin.file": {"path": str(marker), "state": "touch", "mode": "0600"},
+            "tags": ["always"],
+        },
+    ]
+    done = _run(tmp_path, entry, _play(role, tasks))
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-4000:]
+    assert f"Validating arguments against arg spec '{entry}'" in output, output[-4000:]
+    assert "Validation of arguments failed" in output and message in output, output[-4000:]
+    if "missing" not in message:
+        assert re.search(r"is of type .* and we were unable to convert to (int|list)", output), output[-4000:]
+    assert not marker.exists()

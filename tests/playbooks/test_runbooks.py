@@ -101,9 +101,18 @@ def test_rotate_admin_password(local_deployment: Deployment) -> None:
 
 def test_purge_request_logs_counts_and_keeps_the_ledger(local_deployment: Deployment) -> None:
     key = local_deployment.secrets()["GATEWAY_SEED_KEY"]
+    with _db(local_deployment) as db:
+        before = db.execute("SELECT count(*) FROM request_logs").fetchone()[0]
     for _ in range(6):
         assert _chat(local_deployment, key).status_code == 200
-    time.sleep(2)  # the request-log writer flushes off the hot path
+    # The request-log writer flushes off the hot path: wait until the six rows are there.
+    deadline = time.monotonic() + 60
+    while True:
+        with _db(local_deployment) as db:
+            if db.execute("SELECT count(*) FROM request_logs").fetchone()[0] >= before + 6:
+                break
+        assert time.monotonic() < deadline, "the six request logs were not written within 60 s"
+        time.sleep(0.1)
     four_days_ms = 4 * 86_400_000
     with _db(local_deployment) as db:
         db.execute(

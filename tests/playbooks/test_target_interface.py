@@ -33,7 +33,7 @@ HOSTS_ONLY = (
     "gateway_backup_dir",
     "lb_socket",
     "lb_servers",
-    "tasks_from: secrets.yml",
+    "tasks_from: secrets",
     "name: loadbalancer",
     "gateway_target ==",
 )
