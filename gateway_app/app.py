@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from gateway_app import __version__, migrations
 from gateway_app.admin import AdminAPI
+from gateway_app.admin.sessions import delete_expired_throttle_rows
 from gateway_app.admin_ui import AdminUI
+from gateway_app.background import Periodic
 from gateway_app.budgets import BudgetTracker
 from gateway_app.config import GatewaySettings
 from gateway_app.http import HTTPError, Receive, Scope, Send, send_error, send_json, send_response
@@ -48,6 +51,7 @@ class Gateway:
         self.writer: RequestLogWriter | None = None
         self.budgets: BudgetTracker | None = None
         self.purge: PurgeScheduler | None = None
+        self.throttle_cleanup: Periodic | None = None
         self.data_plane: DataPlane | None = None
         self.metrics = RequestMetrics()
         self.metrics_registry = build_registry(self)
@@ -120,8 +124,17 @@ class Gateway:
         )
         self.purge = PurgeScheduler(self.db, s.request_logging.purge)
         await self.purge.start()
+        # The login throttle's table would otherwise keep one row per address ever seen.
+        self.throttle_cleanup = Periodic(
+            "auth-throttle-cleanup",
+            s.auth.throttle_cleanup_seconds,
+            partial(delete_expired_throttle_rows, self.db),
+        )
+        self.throttle_cleanup.start()
 
     async def stop(self) -> None:
+        if self.throttle_cleanup:
+            await self.throttle_cleanup.stop()
         if self.purge:
             await self.purge.stop()
         if self.keys:

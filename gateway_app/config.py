@@ -258,6 +258,8 @@ class AuthSettings(_Strict):
     # against one account from addresses it has not logged in from lately (docs/control-plane.md).
     login_attempts_per_address: int = Field(10, ge=1)
     login_attempts_per_account: int = Field(100, ge=1)
+    # How often each replica deletes expired login-throttle rows (at most THROTTLE_CLEANUP_BATCH a round).
+    throttle_cleanup_seconds: float = Field(60.0, gt=0, le=3600)
 
 
 class BudgetSettings(_Strict):

@@ -143,6 +143,26 @@ async def _take_slots(db: Database, limits: list[_Limit], at: int) -> None:
                 raise LoginThrottled(limit.scope, max(1, (window_start + THROTTLE_WINDOW_MS - at) // 1000))
 
 
+THROTTLE_CLEANUP_BATCH = 1000
+
+# A row whose window has passed counts for nothing (the next attempt starts a new window at 1),
+# so deleting it changes no decision. Bounded per round; the outer window_start check keeps a row
+# that a concurrent attempt has just moved into a new window (PostgreSQL re-checks it on the new
+# row version, SQLite has a single writer).
+_DELETE_EXPIRED = (
+    "DELETE FROM auth_throttle WHERE window_start <= $1 AND (scope, subject) IN "
+    "(SELECT scope, subject FROM auth_throttle WHERE window_start <= $1 LIMIT $2)"
+)
+
+
+async def delete_expired_throttle_rows(db: Database, batch: int = THROTTLE_CLEANUP_BATCH) -> int:
+    """Deletes up to ``batch`` login-throttle rows whose window has ended; returns how many."""
+    deleted = await db.execute(_DELETE_EXPIRED, now_ms() - THROTTLE_WINDOW_MS, batch)
+    if deleted:
+        log.info("expired login-throttle rows deleted", extra={"rows": deleted})
+    return deleted
+
+
 async def _give_back_slots(db: Database, limits: list[_Limit], at: int) -> None:
     """A successful login does not count as a failure (if its window is still the current one)."""
     async with db.transaction() as tx:

@@ -21,6 +21,14 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 _START_TIMEOUT_SECONDS = 30
 
 
+def _reachable_tmp() -> str | None:
+    """The temp dir, unless the postgres user cannot enter it (a 0700 /tmp): then /var/tmp."""
+    tmp = tempfile.gettempdir()
+    if os.geteuid() == 0 and not os.stat(tmp).st_mode & 0o001 and os.path.isdir("/var/tmp"):
+        return "/var/tmp"
+    return None
+
+
 def _as_postgres() -> dict:
     if os.geteuid() != 0:
         return {}
@@ -32,7 +40,7 @@ class ThrowawayPostgres:
     def __init__(self) -> None:
         self.port = free_port()
         # Not under pytest's tmp_path: that is private to root, the server runs as postgres.
-        self.root = Path(tempfile.mkdtemp(prefix="gw-faults-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="gw-faults-pg-", dir=_reachable_tmp()))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"

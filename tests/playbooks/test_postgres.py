@@ -1,4 +1,7 @@
-"""backup.yml / restore.yml round trip and db_maintenance.yml on a PostgreSQL deployment."""
+"""The PostgreSQL runbooks on one deployment whose server is the module's own (tests/faults/pg_server.py):
+backup/restore, db_maintenance, slow_queries (the server can be restarted with pg_stat_statements
+preloaded), provider_auth_check's failure branches, incident_error_rate's computed rate and
+otlp_check against a real OTLP/HTTP receiver, each checked on the real outcome."""
 
 from __future__ import annotations
 
@@ -8,15 +11,19 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg2
 import pytest
 
+from tests.faults.pg_server import ThrowawayPostgres
 from tests.playbooks.conftest import RELEASE_V1, Deployment
-from tests.support.processes import FakeUpstreamProcess
+from tests.support.otlp_collector import OTLPCollectorStub
+from tests.support.processes import FakeUpstreamProcess, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -28,12 +35,38 @@ def upstream(module_launcher) -> FakeUpstreamProcess:
 
 
 @pytest.fixture(scope="module")
-def pg_deployment(deployment_factory, databases, upstream: FakeUpstreamProcess) -> Deployment:
-    """PostgreSQL, the echo provider plus an openai_compat provider with a credential."""
-    url = databases.new("postgres")
+def pg_server() -> Iterator[ThrowawayPostgres]:
+    """The module's own server: slow_queries restarts it with pg_stat_statements preloaded."""
+    server = ThrowawayPostgres()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[OTLPCollectorStub]:
+    """A real OTLP/HTTP receiver the deployment exports to (otlp_check closes it at the end)."""
+    with OTLPCollectorStub() as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def pg_deployment(
+    deployment_factory, pg_server: ThrowawayPostgres, upstream: FakeUpstreamProcess, collector
+) -> Deployment:
+    """PostgreSQL, the echo provider plus an openai_compat provider with a credential; models
+    whose only route is off in the config (off-1) or weighs 0 (zero-1); every request traced
+    to the collector."""
+    subprocess.run(
+        ["psql", "-d", pg_server.url, "-c", "CREATE DATABASE gateway"], check=True, capture_output=True
+    )
+    url = pg_server.url.rsplit("/", 1)[0] + "/gateway"
     deployment = deployment_factory(
         gateway_database_backend="postgres",
         gateway_postgres_url=url,
+        gateway_otel_endpoint=collector.url,
+        gateway_otel_sample_ratio=1.0,
         gateway_providers=[
             {"name": "echo", "type": "echo"},
             {
@@ -51,6 +84,8 @@ def pg_deployment(deployment_factory, databases, upstream: FakeUpstreamProcess) 
                 "routes": [{"provider": "echo", "upstream_model": "echo-1"}],
             },
             {"name": "up-1", "routes": [{"provider": "upstream", "upstream_model": "up-1"}]},
+            {"name": "off-1", "routes": [{"provider": "echo", "upstream_model": "echo-1", "enabled": False}]},
+            {"name": "zero-1", "routes": [{"provider": "echo", "upstream_model": "echo-1", "weight": 0}]},
         ],
         gateway_provider_secrets={"UPSTREAM_API_KEY": "old-upstream-secret"},
     )
@@ -97,9 +132,69 @@ def test_restore_refuses_a_tampered_backup(pg_deployment: Deployment) -> None:
     assert result.rc != 0 and "checksum matches=False" in result.output
 
 
-def test_db_maintenance_reports_connections(pg_deployment: Deployment) -> None:
-    result = pg_deployment.ok("db_maintenance.yml", terminate_idle_minutes=60, reindex=True)
-    assert "connections: [" in result.output and "unused indexes:" in result.output
+def _rows(url: str, sql: str) -> list[tuple]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
+def test_db_maintenance_vacuums_reindexes_and_terminates_old_idle_connections(
+    pg_deployment: Deployment,
+) -> None:
+    url = pg_deployment.vars["gateway_postgres_url"]
+    counts = "SELECT relname, vacuum_count, analyze_count FROM pg_stat_user_tables ORDER BY 1"
+    indexes = (
+        "SELECT indexrelid::regclass::text, pg_relation_filenode(indexrelid) FROM pg_index "
+        "WHERE indrelid IN ('request_logs'::regclass, 'request_log_tags'::regclass, "
+        "'request_log_attempts'::regclass) ORDER BY 1"
+    )
+    before, files_before = dict((t, (v, a)) for t, v, a in _rows(url, counts)), dict(_rows(url, indexes))
+    stale = [psycopg2.connect(url, application_name="maintenance-stale") for _ in range(3)]
+    for conn in stale:
+        conn.autocommit = True
+        conn.cursor().execute("SELECT 1")
+    time.sleep(4)  # older than the 3 s threshold below
+    fresh = [psycopg2.connect(url, application_name="maintenance-fresh") for _ in range(2)]
+    stop = threading.Event()
+
+    def keep_fresh() -> None:  # idle, but active within the last second: younger than the threshold
+        while not stop.wait(0.3):
+            for conn in fresh:
+                conn.cursor().execute("SELECT 1")
+            for conn in fresh:
+                conn.rollback()
+
+    pinger = threading.Thread(target=keep_fresh, daemon=True)
+    pinger.start()
+    try:
+        result = pg_deployment.ok("db_maintenance.yml", terminate_idle_minutes=0.05, reindex=True)
+    finally:
+        stop.set()
+        pinger.join(timeout=10)
+    assert int(re.search(r"terminated idle: (\d+)", result.output).group(1)) >= 3
+    for conn in stale:
+        with pytest.raises(psycopg2.OperationalError):
+            conn.cursor().execute("SELECT 1")
+    for conn in fresh:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        conn.close()
+    after = {t: (v, a) for t, v, a in _rows(url, counts)}
+    for table in ("api_keys", "request_logs", "usage_cost_events"):
+        assert after[table][0] > before[table][0], (
+            f"{table} was not vacuumed: {before[table]} -> {after[table]}"
+        )
+        assert after[table][1] > before[table][1], (
+            f"{table} was not analyzed: {before[table]} -> {after[table]}"
+        )
+    files_after = dict(_rows(url, indexes))
+    assert files_before and set(files_after) == set(files_before)
+    assert all(files_after[i] != files_before[i] for i in files_before), (files_before, files_after)
+    assert re.search(r"vacuumed in the last hour: (\d+) of \1 tables", result.output)
+    assert "reindexed: 3 request-log tables" in result.output
 
 
 def test_rotate_provider_secret_reaches_the_upstream(pg_deployment: Deployment, upstream) -> None:
@@ -162,11 +257,203 @@ def test_backup_and_restore_keep_the_password_off_every_command_line(
     assert delivered == {("600", hashlib.sha256(decoded.encode()).hexdigest())}
 
 
+def _flat(output: str) -> str:
+    """Ansible's YAML callback wraps long messages and doubles quotes inside quoted strings."""
+    return re.sub(r"\s+", " ", output).replace("''", "'")
+
+
+def _admin(deployment: Deployment) -> httpx.Client:
+    password = deployment.secrets()["GATEWAY_BOOTSTRAP_ADMIN_PASSWORD"]
+
+    def login() -> httpx.Response | None:
+        answer = httpx.post(
+            f"{deployment.url}/admin/api/session",
+            json={"email": "admin@localhost", "password": password},
+            timeout=10,
+        )
+        # 503 login_unavailable: the throttle could not reach the database this time ("retry shortly").
+        return None if answer.status_code == 503 else answer
+
+    try:
+        answer = wait_until(login, timeout=30)
+    except AssertionError:
+        logs = "".join(
+            p.read_text()[-3000:] for p in sorted((deployment.root / "logs").glob("gateway-*.log"))
+        )
+        raise AssertionError(f"admin login kept answering 503; instance logs:\n{logs}") from None
+    assert answer.status_code == 200, answer.text
+    return httpx.Client(
+        base_url=f"{deployment.url}/admin/api",
+        headers={"Authorization": f"Bearer {answer.json()['token']}"},
+        timeout=10,
+    )
+
+
+def test_provider_auth_check_names_each_failure(pg_deployment: Deployment) -> None:
+    pg_deployment.ok("provider_auth_check.yml", model="up-1")
+
+    secrets_file = pg_deployment.root / "etc" / "secrets.env"
+    kept = secrets_file.read_text()
+    secrets_file.write_text(
+        "".join(line for line in kept.splitlines(True) if not line.startswith("UPSTREAM_API_KEY="))
+    )
+    try:
+        missing = pg_deployment.run("provider_auth_check.yml", model="up-1")
+    finally:
+        secrets_file.write_text(kept)
+    assert missing.rc != 0
+    assert (
+        "Missing secret: providers[1].api_key: environment variable UPSTREAM_API_KEY is not set"
+        in missing.output
+    )
+
+    # A pricing id the release's catalog does not know (the config on the host edited by hand).
+    instance = pg_deployment.root / "etc" / "instances" / "a.yaml"
+    config = instance.read_text()
+    instance.write_text(
+        config.replace("pricing_provider_id: self_hosted", "pricing_provider_id: no-such-catalog-id")
+    )
+    try:
+        pricing = pg_deployment.run("provider_auth_check.yml", model="up-1")
+    finally:
+        instance.write_text(config)
+    assert pricing.rc != 0
+    assert (
+        "Unsupported pricing id: providers[1].pricing_provider_id: 'no-such-catalog-id' is not in the "
+        "bundled pricing catalog" in pricing.output
+    )
+
+    off = pg_deployment.run("provider_auth_check.yml", model="off-1")
+    assert off.rc != 0 and "Model 'off-1': every route is disabled in the config" in off.output
+    zero = pg_deployment.run("provider_auth_check.yml", model="zero-1")
+    assert zero.rc != 0 and "Model 'zero-1': every enabled route has weight 0" in zero.output
+
+    admin = _admin(pg_deployment)
+    assert admin.post("/providers/upstream/disable").status_code == 200
+    try:
+        overridden = pg_deployment.run("provider_auth_check.yml", model="up-1")
+    finally:
+        assert admin.post("/providers/upstream/enable").status_code == 200
+    assert overridden.rc != 0
+    assert "Model 'up-1' is switched off by an admin override stored in the database" in overridden.output
+    assert "providers disabled: ['upstream']" in overridden.output
+    assert admin.post("/routes/disable", json={"key": "up-1/upstream/up-1"}).status_code == 200
+    try:
+        route_off = pg_deployment.run("provider_auth_check.yml", model="up-1")
+    finally:
+        assert admin.post("/routes/enable", json={"key": "up-1/upstream/up-1"}).status_code == 200
+    assert route_off.rc != 0 and "routes disabled: ['up-1/upstream/up-1']" in route_off.output
+    pg_deployment.ok("provider_auth_check.yml", model="up-1")
+
+
+def test_incident_error_rate_computes_the_rate(
+    pg_deployment: Deployment, upstream: FakeUpstreamProcess
+) -> None:
+    """7 answered requests and 3 refused by the upstream (500): the runbook reports 30.0%."""
+    key = pg_deployment.secrets()["GATEWAY_SEED_KEY"]
+    admin = _admin(pg_deployment)
+    newest = admin.get("/request-logs", params={"limit": 1}).json()["data"]
+    since_id = newest[0]["id"] if newest else 0
+    upstream.control(mode="error500")
+    statuses = []
+    try:
+        for model in ["echo-1"] * 4 + ["up-1"] * 3 + ["echo-1"] * 3:
+            body = {"model": model, "messages": [{"role": "user", "content": "incident"}]}
+            answer = httpx.post(
+                f"{pg_deployment.url}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+            statuses.append(answer.status_code)
+    finally:
+        upstream.control(mode="ok")
+    assert sum(s >= 400 for s in statuses) == 3, statuses
+
+    def logged() -> bool:  # the request-log writer flushes off the hot path
+        data = admin.get("/request-logs", params={"limit": 10}).json()["data"]
+        return len(data) == 10 and all(row["id"] > since_id for row in data)
+
+    wait_until(logged, timeout=30)
+    result = pg_deployment.ok("incident_error_rate.yml", recent_requests=10, reset_circuit="upstream")
+    found = re.search(r"error rate over the last (\d+) requests: ([\d.]+)% \((\d+) errors\)", result.output)
+    assert found, result.output[-3000:]
+    assert int(found.group(1)) == 10 and int(found.group(3)) == 3
+    assert abs(float(found.group(2)) - 30.0) < 0.05
+    assert "ABOVE the threshold of 5.0%" in result.output
+    assert pg_deployment.ok("provider_auth_check.yml", model="up-1").rc == 0
+
+
+def test_otlp_check_reachable_then_unreachable(
+    pg_deployment: Deployment, collector: OTLPCollectorStub
+) -> None:
+    key = pg_deployment.secrets()["GATEWAY_SEED_KEY"]
+    body = {"model": "echo-1", "messages": [{"role": "user", "content": "traced"}]}
+    chat = httpx.post(
+        f"{pg_deployment.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert chat.status_code == 200
+    # Spans from the gateway itself (the runbook's own probe sends an empty request).
+    wait_until(lambda: any(b"llm-gateway" in b for b in collector.bodies("/v1/traces")), timeout=30)
+    reachable = pg_deployment.ok("otlp_check.yml")
+    traces = f"{collector.url}/v1/traces"
+    metrics = f"{collector.url}/v1/metrics"
+    flat = _flat(reachable.output)
+    assert f"answered (a collector listens): [['{traces}', 200], ['{metrics}', 200]]" in flat, flat[-3000:]
+    assert "unreachable: []" in reachable.output
+
+    collector.__exit__(None, None, None)  # the port is closed now
+    unreachable = pg_deployment.run("otlp_check.yml")
+    assert unreachable.rc != 0
+    assert (
+        f"OTLP export is configured but the collector is unreachable: {traces}, {metrics}"
+        in unreachable.output
+    )
+    assert "Connection refused" in unreachable.output
+    allowed = pg_deployment.ok("otlp_check.yml", otlp_allow_missing=True)
+    assert f"unreachable: ['{traces}', '{metrics}']" in _flat(allowed.output)
+
+
 def test_slow_queries_says_how_to_enable_pg_stat_statements(pg_deployment: Deployment) -> None:
-    # The shared server does not preload the extension: the runbook explains instead of failing.
+    # The module's server starts without the extension: the runbook explains instead of failing.
     result = pg_deployment.ok("slow_queries.yml")
     assert "pg_stat_statements is not loaded on 127.0.0.1" in result.output
     assert "shared_preload_libraries" in result.output
+
+
+def test_slow_queries_reports_a_slow_statement(
+    pg_deployment: Deployment, pg_server: ThrowawayPostgres
+) -> None:
+    url = pg_deployment.vars["gateway_postgres_url"]
+    conn = psycopg2.connect(pg_server.url)
+    conn.autocommit = True
+    conn.cursor().execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    conn.close()
+    pg_server.stop()
+    pg_server.start()
+    # Both instances reconnect (readiness reads the database) before the playbook logs in.
+    for instance in pg_deployment.instances:
+        ready = f"http://127.0.0.1:{instance['port']}/readyz"
+        wait_until(lambda ready=ready: httpx.get(ready, timeout=5).status_code == 200, 60)
+    first = pg_deployment.ok("slow_queries.yml")  # creates the extension in the gateway's database
+    assert "statements, the costliest (total execution time) first" in first.output
+    with psycopg2.connect(url) as slow, slow.cursor() as cur:
+        for _ in range(2):
+            cur.execute("SELECT pg_sleep(0.4), 'runbook-slow-marker'")
+    slow.close()
+    result = pg_deployment.ok("slow_queries.yml", slow_query_limit=3)
+    line = re.search(
+        r"([\d.]+) ms total, ([\d.]+) ms mean, (\d+) calls: SELECT pg_sleep\(\$1\), \$2", result.output
+    )
+    assert line, result.output[-4000:]
+    total, mean, calls = float(line.group(1)), float(line.group(2)), int(line.group(3))
+    assert calls == 2 and mean >= 400 and total >= 800
+    # The gateway came through the restart.
+    key = pg_deployment.secrets()["GATEWAY_SEED_KEY"]
+    models = httpx.get(
+        pg_deployment.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+    assert models.status_code == 200
 
 
 def test_db_connections_reports_and_terminates_only_when_confirmed(pg_deployment: Deployment) -> None:

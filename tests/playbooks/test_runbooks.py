@@ -5,8 +5,10 @@ migration_recovery runs last here: it recreates the database.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
+from contextlib import closing
 
 import httpx
 import pytest
@@ -46,6 +48,87 @@ def test_admin_login_check_walks_the_checks(local_deployment: Deployment) -> Non
     assert "bootstrap admin admin@localhost: already present" in result.output
 
 
+def test_admin_login_check_names_each_failure(local_deployment: Deployment) -> None:
+    password = local_deployment.secrets()["GATEWAY_BOOTSTRAP_ADMIN_PASSWORD"]
+
+    # Bootstrap disabled in the active config (the instance config on the host, edited by hand).
+    instance = local_deployment.root / "etc" / "instances" / "a.yaml"
+    config = instance.read_text()
+    assert config.count("enabled: true") >= 1
+    disabled = config.replace("bootstrap_admin:\n    enabled: true", "bootstrap_admin:\n    enabled: false")
+    assert disabled != config
+    instance.write_text(disabled)
+    try:
+        off = local_deployment.run("admin_login_check.yml")
+    finally:
+        instance.write_text(config)
+    assert off.rc != 0 and "auth.bootstrap_admin.enabled is false in the active config" in off.output
+
+    # Wrong password: changed through the admin API, so the stored one is stale.
+    login = httpx.post(
+        f"{local_deployment.url}/admin/api/session",
+        json={"email": "admin@localhost", "password": password},
+        timeout=10,
+    )
+    assert login.status_code == 200, login.text
+    other = password + "-changed-elsewhere"
+    changed = httpx.post(
+        f"{local_deployment.url}/admin/api/password",
+        json={"current_password": password, "new_password": other},
+        headers={"Authorization": f"Bearer {login.json()['token']}"},
+        timeout=10,
+    )
+    assert changed.status_code == 200, changed.text
+    try:
+        wrong = local_deployment.run("admin_login_check.yml")
+    finally:
+        reset = local_deployment.gateway("bootstrap-admin", "--reset-password")
+        assert reset.returncode == 0, reset.stderr
+    assert wrong.rc != 0
+    assert "Wrong password: admin@localhost refuses the stored password" in wrong.output
+    assert password not in wrong.output and other not in wrong.output
+    assert _admin_login(local_deployment, password) == 200
+
+    # Expired session: every session the gateway stores is already expired (a skewed clock).
+    with closing(_db(local_deployment)) as db, db:
+        db.execute(
+            "CREATE TRIGGER runbook_expire_sessions AFTER INSERT ON admin_sessions BEGIN "
+            "UPDATE admin_sessions SET expires_at = NEW.created_at - 1000 WHERE id = NEW.id; END"
+        )
+    try:
+        expired = local_deployment.run("admin_login_check.yml")
+    finally:
+        with closing(_db(local_deployment)) as db, db:
+            db.execute("DROP TRIGGER runbook_expire_sessions")
+    assert expired.rc != 0
+    assert "Expired session: the session issued at login" in expired.output
+    assert "was refused by /admin/api/me (401)" in expired.output
+    local_deployment.ok("admin_login_check.yml")
+
+
+def test_db_maintenance_sqlite_checks_analyzes_and_vacuums(local_deployment: Deployment) -> None:
+    path = local_deployment.root / "data" / "gateway.db"
+    with closing(_db(local_deployment)) as db, db:
+        db.execute("CREATE TABLE runbook_scratch (payload BLOB)")
+        db.executemany("INSERT INTO runbook_scratch VALUES (?)", [(b"x" * 4000,)] * 300)
+    with closing(_db(local_deployment)) as db, db:
+        db.execute("DROP TABLE runbook_scratch")
+    with closing(_db(local_deployment)) as db:
+        free_before = db.execute("PRAGMA freelist_count").fetchone()[0]
+    assert free_before >= 300, free_before
+    result = local_deployment.ok("db_maintenance.yml")
+    with closing(_db(local_deployment)) as db:
+        assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        analyzed = {row[0] for row in db.execute("SELECT tbl FROM sqlite_stat1")}
+    assert {"api_keys", "request_logs"} <= analyzed, analyzed
+    assert "integrity: ok" in result.output
+    # The instances may reuse a few free pages in between; the vacuum leaves none.
+    reported = re.search(r"free pages: (\d+) before, 0 after", result.output)
+    assert reported and int(reported.group(1)) >= free_before - 50, result.output[-3000:]
+    assert path.exists()
+
+
 def test_health_report_and_provider_checks(local_deployment: Deployment) -> None:
     report = local_deployment.ok("health_report.yml")
     assert "== providers (name, enabled, circuits) ==" in report.output and "- echo" in report.output
@@ -54,7 +137,7 @@ def test_health_report_and_provider_checks(local_deployment: Deployment) -> None
     missing = local_deployment.run("provider_auth_check.yml", model="no-such-model")
     assert missing.rc != 0 and "Model 'no-such-model' is not in the active config" in missing.output
     otlp = local_deployment.ok("otlp_check.yml")
-    assert "none configured" in otlp.output
+    assert "none configured" in otlp.output and "unreachable: []" in otlp.output
 
 
 def test_ha_check_drill_keeps_serving(local_deployment: Deployment) -> None:
