@@ -15,7 +15,7 @@ import yaml
 from tests.support.processes import REPO
 
 ROLES = REPO / "playbooks" / "roles"
-CHECKED = ("config", "service", "release", "loadbalancer", "checks", "database")
+CHECKED = ("config", "service", "release", "loadbalancer", "checks", "database", "maintenance")
 _INCLUDE = re.compile(
     r"(?:include|import)_role:\s*\n(?P<body>(?:[ \t]+\S.*\n)+)",
 )
