@@ -144,8 +144,10 @@ def _upgrade_with_a_write_after_the_backup(
     before = set((deployment.root / "backups").glob(pattern))
     with ThreadPoolExecutor(1) as pool:
         wheel = str(deployment.releases.wheels[release])
+        # The never-ready instance is waited on for 30 s: time for the write to land
+        # before the rescue runs, however loaded the machine is.
         running: Future[PlaybookRun] = pool.submit(
-            deployment.run, "upgrade.yml", gateway_wheel=wheel, **_notify(webhook)
+            deployment.run, "upgrade.yml", gateway_wheel=wheel, gateway_ready_timeout=30, **_notify(webhook)
         )
         deadline = time.monotonic() + 300
         while not set((deployment.root / "backups").glob(pattern)) - before:
@@ -258,7 +260,6 @@ def test_failed_additive_upgrade_keeps_the_database(
     assert "applied 0003_runbook_additive" in out
     assert f"Release {RELEASE_V1} runs on the schema as it is" in out
     assert "The migration was additive" in out and "was not restored" in out
-    assert "TASK [Restore the backup]" not in out
     # No restore: the row written after the backup is still there, and so is the additive table.
     assert "after-backup-additive" in _key_names(deployment)
     assert ADDITIVE_TABLE in _tables(deployment)
@@ -332,7 +333,6 @@ def test_upgrade_refuses_an_unhealthy_gateway(deployment: Deployment, webhook: R
         assert "Refused: the gateway is not healthy" in out and "Nothing was changed" in out
         url = f"http://127.0.0.1:{stopped['port']}/readyz"
         assert f"- {stopped['name']} is not ready: no answer from {url}" in out
-        assert f"- instance {stopped['name']} is DOWN" in out
         assert "rerun with -e maintenance_refuse_unhealthy=false" in out
         assert webhook.posts == []  # nothing started, nothing to announce
         assert set((deployment.root / "backups").iterdir()) == backups
