@@ -147,6 +147,8 @@ class Deployment:
     """One local-inventory deployment under its own root, on free ports."""
 
     inventory = LOCAL_INVENTORY
+    # Seconds one ansible-playbook run may take (a module with long runs raises it).
+    run_timeout = 600
 
     def __init__(self, root: Path, releases: Releases, extra: dict[str, Any] | None = None):
         self.root = root
@@ -180,7 +182,9 @@ class Deployment:
             cmd += ["-e", json.dumps({key: value})]
         cmd += list(args)
         env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-        done = subprocess.run(cmd, cwd=PLAYBOOKS, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            cmd, cwd=PLAYBOOKS, env=env, capture_output=True, text=True, timeout=self.run_timeout
+        )
         self._runs += 1
         # Kept next to the root for reading a failure: pytest's tmp dirs outlive the run.
         log = self.root.parent / f"{self._runs:02d}-{Path(playbook).stem}.log"

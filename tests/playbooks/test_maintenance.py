@@ -97,6 +97,9 @@ def webhook() -> Iterator[RecordingWebhook]:
 def deployment(deployment_factory: Any) -> Deployment:
     # No collector listens there: every instance logs that it is unreachable at startup.
     deployed = deployment_factory(gateway_otel_endpoint=f"http://127.0.0.1:{free_port()}")
+    # A failed upgrade with a restore runs two rolling restarts and two rounds of checks:
+    # on a loaded machine that took more than the default 10 minutes.
+    deployed.run_timeout = 1800
     deployed.ok("deploy.yml", gateway_wheel=str(deployed.releases.wheels[RELEASE_V1]))
     return deployed
 
@@ -149,7 +152,7 @@ def _upgrade_with_a_write_after_the_backup(
         running: Future[PlaybookRun] = pool.submit(
             deployment.run, "upgrade.yml", gateway_wheel=wheel, gateway_ready_timeout=30, **_notify(webhook)
         )
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900
         while not set((deployment.root / "backups").glob(pattern)) - before:
             assert not running.done(), running.result().output[-4000:]
             assert time.monotonic() < deadline, "no pre-upgrade backup appeared"
@@ -158,7 +161,7 @@ def _upgrade_with_a_write_after_the_backup(
         assert created.returncode == 0, created.stderr
         # The write landed while the upgrade was running (it waits for the never-ready release).
         assert not running.done()
-        return running.result(timeout=600)
+        return running.result(timeout=deployment.run_timeout)
 
 
 def _flat(output: str) -> str:
