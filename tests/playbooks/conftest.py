@@ -1,8 +1,9 @@
 """Real runs of the runbook playbooks against the local inventory.
 
 Releases are wheels built once per session from a copy of this checkout with a
-test version (a second one with an extra migration, a third one that never gets
-ready), plus one shared wheelhouse of their dependencies, so that a deployment
+test version (a second one with an extra breaking migration, a third one with the
+same migration that never gets ready, a fourth with an additive migration that never
+gets ready), plus one shared wheelhouse of their dependencies, so that a deployment
 installs releases offline in seconds. Each test module gets its own deployment
 (root directory, free ports, supervisord, haproxy) and stops it at the end.
 """
@@ -31,6 +32,10 @@ LOCAL_INVENTORY = PLAYBOOKS / "inventories" / "local"
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 RELEASE_V1, RELEASE_V2, RELEASE_BROKEN = "0.90.1", "0.90.2", "0.90.3"
+# Never ready either, with an additive migration: the failed upgrade must not restore.
+RELEASE_BROKEN_ADDITIVE = "0.90.4"
+# The tables the test migrations create (breaking in v2 and v3, additive in the fourth).
+BREAKING_TABLE, ADDITIVE_TABLE = "runbook_upgrade_marker", "runbook_additive_marker"
 # Appended to gateway_app/app.py in the broken release: it starts but never gets ready.
 _NEVER_READY = """
 
@@ -48,7 +53,9 @@ class Releases:
     wheels: dict[str, Path] = field(default_factory=dict)
 
 
-def _build_release(work: Path, version: str, wheelhouse: Path, migration: bool, broken: bool) -> Path:
+def _build_release(
+    work: Path, version: str, wheelhouse: Path, migration: bool, broken: bool, additive: bool = False
+) -> Path:
     src = work / f"src-{version}"
     shutil.copytree(REPO / "gateway_app", src / "gateway_app", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", src / "pyproject.toml")
@@ -59,10 +66,14 @@ def _build_release(work: Path, version: str, wheelhouse: Path, migration: bool, 
             folder = src / "gateway_app" / "migrations" / backend
             number = len(list(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))) + 1
             # Marked breaking: the previous release must refuse this schema, which is what
-            # the rollback refusal and the restore-to-roll-back tests exercise.
-            (folder / f"{number:04d}_runbook_test.sql").write_text(
-                "-- compatibility: breaking\n"
-                "CREATE TABLE runbook_upgrade_marker (id INTEGER PRIMARY KEY, note TEXT NOT NULL);\n"
+            # the rollback refusal and the restore-to-roll-back tests exercise. Additive: the
+            # previous release runs on it, so a failed upgrade keeps the database.
+            name, table = ("runbook_test", BREAKING_TABLE)
+            if additive:
+                name, table = ("runbook_additive", ADDITIVE_TABLE)
+            (folder / f"{number:04d}_{name}.sql").write_text(
+                f"-- compatibility: {'additive' if additive else 'breaking'}\n"
+                f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, note TEXT NOT NULL);\n"
             )
     if broken:
         app = src / "gateway_app" / "app.py"
@@ -81,19 +92,22 @@ def _build_releases(work: Path) -> Releases:
     v1 = _build_release(work, RELEASE_V1, built.wheelhouse, migration=False, broken=False)
     v2 = _build_release(work, RELEASE_V2, built.wheelhouse, migration=True, broken=False)
     v3 = _build_release(work, RELEASE_BROKEN, built.wheelhouse, migration=True, broken=True)
+    v4 = _build_release(
+        work, RELEASE_BROKEN_ADDITIVE, built.wheelhouse, migration=True, broken=True, additive=True
+    )
     # The dependencies once, so that every release installs with --no-index.
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(built.wheelhouse), str(v1)],
         check=True,
         capture_output=True,
     )
-    built.wheels = {RELEASE_V1: v1, RELEASE_V2: v2, RELEASE_BROKEN: v3}
+    built.wheels = {RELEASE_V1: v1, RELEASE_V2: v2, RELEASE_BROKEN: v3, RELEASE_BROKEN_ADDITIVE: v4}
     return built
 
 
 @pytest.fixture(scope="session")
 def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
-    """Three test releases and one wheelhouse with all their dependencies.
+    """Four test releases and one wheelhouse with all their dependencies.
 
     Under pytest-xdist the workers' temp dirs share one parent: the first worker builds there,
     the others wait on the lock and read the same files.
@@ -133,6 +147,8 @@ class Deployment:
     """One local-inventory deployment under its own root, on free ports."""
 
     inventory = LOCAL_INVENTORY
+    # Seconds one ansible-playbook run may take (a module with long runs raises it).
+    run_timeout = 600
 
     def __init__(self, root: Path, releases: Releases, extra: dict[str, Any] | None = None):
         self.root = root
@@ -166,7 +182,9 @@ class Deployment:
             cmd += ["-e", json.dumps({key: value})]
         cmd += list(args)
         env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-        done = subprocess.run(cmd, cwd=PLAYBOOKS, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            cmd, cwd=PLAYBOOKS, env=env, capture_output=True, text=True, timeout=self.run_timeout
+        )
         self._runs += 1
         # Kept next to the root for reading a failure: pytest's tmp dirs outlive the run.
         log = self.root.parent / f"{self._runs:02d}-{Path(playbook).stem}.log"
