@@ -79,9 +79,6 @@ mirror="${mirror:-http://deb.debian.org/debian}"
 
 rootfs="$(mktemp -d /var/tmp/gw-base.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT
-# mktemp -d makes it 0700, and tar records "." as the image's /: the image's non-root user
-# could then run nothing ("exec /bin/sh: permission denied").
-chmod 0755 "$rootfs"
 say "building $BASE_IMAGE: debootstrap --variant=minbase bookworm from $mirror"
 debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
 chroot "$rootfs" apt-get update -qq
@@ -89,5 +86,8 @@ DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install -y -qq --no-inst
   python3 python3-venv python-is-python3 ca-certificates >/dev/null
 chroot "$rootfs" apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/*
+# tar records "." as the image's /, and mktemp -d made it 0700 (debootstrap keeps that): the
+# image's non-root user could then run nothing ("exec /bin/sh: permission denied").
+chmod 0755 "$rootfs"
 tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
 say "base image $BASE_IMAGE built"

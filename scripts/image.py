@@ -254,8 +254,10 @@ def build_image(
         hashed = LOCK_FILE.exists()
         requirements = LOCK_FILE.read_text() if hashed else "\n".join(wheel_requirements(wheel)) + "\n"
         revision = git_revision()
+        # The base image by content, not by name: a rebuilt base under the same tag makes a new image.
+        base = image_id(base_image) or base_image
         inputs = _sha256(
-            *(part.encode() for part in (source, requirements, base_image, revision)), DOCKERFILE.read_bytes()
+            *(part.encode() for part in (source, requirements, base, revision)), DOCKERFILE.read_bytes()
         )
         if image_label(tag, INPUTS_LABEL) == inputs:
             log(f"{tag}: up to date (same wheel, dependencies, base image, Dockerfile and revision)")
