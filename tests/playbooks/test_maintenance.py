@@ -172,7 +172,7 @@ def _flat(output: str) -> str:
 def test_otlp_check_shows_the_gateway_logs_first(deployment: Deployment) -> None:
     out = _flat(deployment.ok("otlp_check.yml", otlp_allow_missing=True).output)
     logs_at = out.index("TASK [Show the gateway's recent logs]")
-    first_check = out.index("TASK [Find the endpoints]")
+    first_check = out.index("TASK [Read the active config]")
     # The lines each instance wrote at startup, shown before anything else is checked.
     assert '"msg":"OTLP collector unreachable; traces are dropped' in out[logs_at:first_check]
     assert f'"msg":"gateway starting","version":"{RELEASE_V1}"' in out[logs_at:first_check]
