@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from filelock import FileLock
 
@@ -238,3 +240,21 @@ def deployment_factory(tmp_path_factory: pytest.TempPathFactory, releases: Relea
     yield make
     for deployment in created:
         deployment.stop()
+
+
+def instance_versions(deployment: Any) -> set[str]:
+    """The release each instance of a deployment (hosts or docker target) reports on /readyz."""
+    return {
+        httpx.get(f"http://127.0.0.1:{i['port']}/readyz", timeout=5).json()["version"]
+        for i in deployment.instances
+    }
+
+
+def sqlite_connect(deployment: Any) -> sqlite3.Connection:
+    """The deployment's SQLite database (gateway_root/data/gateway.db)."""
+    return sqlite3.connect(deployment.root / "data" / "gateway.db", timeout=10)
+
+
+def sqlite_tables(deployment: Any) -> set[str]:
+    with sqlite_connect(deployment) as db:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import secrets
-import sqlite3
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -31,6 +30,9 @@ from tests.playbooks.conftest import (
     Deployment,
     Releases,
     _build_release,
+    instance_versions,
+    sqlite_connect,
+    sqlite_tables,
 )
 from tests.playbooks.loadgen import LoadGenerator
 from tests.support.docker import build_gateway_image, docker, ensure_engine
@@ -116,22 +118,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, images: str) -> Iterato
         deployment.stop()
 
 
-def _versions(deployment: Deployment) -> set[str]:
-    return {
-        httpx.get(f"http://127.0.0.1:{i['port']}/readyz", timeout=5).json()["version"]
-        for i in deployment.instances
-    }
-
-
-def _db(deployment: Deployment) -> sqlite3.Connection:
-    return sqlite3.connect(deployment.root / "data" / "gateway.db", timeout=10)
-
-
-def _tables(deployment: Deployment) -> set[str]:
-    with _db(deployment) as db:
-        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
 def _status(deployment: Deployment, key: str) -> int:
     return httpx.get(
         f"{deployment.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5
@@ -139,7 +125,7 @@ def _status(deployment: Deployment, key: str) -> int:
 
 
 def test_deploy_runs_hardened_containers_without_secrets_in_them(deployment: DockerDeployment) -> None:
-    assert _versions(deployment) == {RELEASE_V1}
+    assert instance_versions(deployment) == {RELEASE_V1}
     assert _status(deployment, deployment.secrets()["GATEWAY_SEED_KEY"]) == 200
     secret_values = [v for v in deployment.secrets().values() if len(v) >= 8]
     for container in deployment.containers():
@@ -192,9 +178,9 @@ def test_upgrade_under_load_fails_no_request(deployment: DockerDeployment) -> No
     print(f"\ndocker target upgrade {RELEASE_V1} -> {RELEASE_V2}: sent={load.sent} failed={load.failed}")
     assert load.sent > 50
     assert load.failed == 0, dict(load.failures)
-    assert _versions(deployment) == {RELEASE_V2}
+    assert instance_versions(deployment) == {RELEASE_V2}
     assert {c["Config"]["Image"].rsplit(":", 1)[1] for c in deployment.containers()} == {RELEASE_V2}
-    assert "runbook_upgrade_marker" in _tables(deployment)
+    assert "runbook_upgrade_marker" in sqlite_tables(deployment)
     assert (deployment.root / "current-release").read_text().strip() == RELEASE_V2
     backups = list((deployment.root / "backups").glob(f"pre-upgrade-{RELEASE_V1}-to-{RELEASE_V2}-*.json"))
     assert len(backups) == 1
@@ -206,7 +192,7 @@ def test_broken_image_is_rolled_back_automatically(deployment: DockerDeployment)
     rolled_back = f"Upgrade {RELEASE_V2} -> {RELEASE_BROKEN} FAILED and was rolled back to {RELEASE_V2}"
     assert rolled_back in result.output
     assert "broken release (test)" in result.output
-    assert _versions(deployment) == {RELEASE_V2}
+    assert instance_versions(deployment) == {RELEASE_V2}
     assert {c["Config"]["Image"].rsplit(":", 1)[1] for c in deployment.containers()} == {RELEASE_V2}
     assert _status(deployment, deployment.secrets()["GATEWAY_SEED_KEY"]) == 200
 
@@ -215,15 +201,15 @@ def test_rollback_across_the_breaking_schema_change_is_refused(deployment: Docke
     result = deployment.run("rollback.yml", rollback_to=RELEASE_V1)
     assert result.rc != 0
     assert "A code rollback is not a database rollback" in result.output
-    assert _versions(deployment) == {RELEASE_V2}
-    assert "runbook_upgrade_marker" in _tables(deployment)
+    assert instance_versions(deployment) == {RELEASE_V2}
+    assert "runbook_upgrade_marker" in sqlite_tables(deployment)
 
 
 def test_rollback_with_the_pre_upgrade_backup(deployment: DockerDeployment) -> None:
     backup = next((deployment.root / "backups").glob(f"pre-upgrade-{RELEASE_V1}-to-{RELEASE_V2}-*.json")).stem
     deployment.ok("rollback.yml", rollback_to=RELEASE_V1, restore_backup=backup)
-    assert _versions(deployment) == {RELEASE_V1}
-    assert "runbook_upgrade_marker" not in _tables(deployment)
+    assert instance_versions(deployment) == {RELEASE_V1}
+    assert "runbook_upgrade_marker" not in sqlite_tables(deployment)
 
 
 def test_backup_restore_round_trip(deployment: DockerDeployment) -> None:
@@ -234,13 +220,13 @@ def test_backup_restore_round_trip(deployment: DockerDeployment) -> None:
     assert manifest["backend"] == "sqlite" and int(manifest["tables"]["api_keys"]) == 2
     backup_file = deployment.root / "backups" / "round-trip.sqlite"
     assert stat.S_IMODE(backup_file.stat().st_mode) == 0o600
-    with _db(deployment) as db:
+    with sqlite_connect(deployment) as db:
         keys_before = db.execute(KEYS).fetchall()
     lost = deployment.gateway("keys", "create", "--service-account", "ci", "--name", "lost")
     assert lost.returncode == 0, lost.stderr
     result = deployment.ok("restore.yml", restore_backup="round-trip")
     assert "checksum and row counts match its manifest" in result.output
-    with _db(deployment) as db:
+    with sqlite_connect(deployment) as db:
         assert db.execute(KEYS).fetchall() == keys_before
     assert _status(deployment, deployment.secrets()["GATEWAY_SEED_KEY"]) == 200
 
@@ -256,13 +242,13 @@ def test_rotate_gateway_key_old_key_fails(deployment: DockerDeployment) -> None:
 
 def test_migration_recovery_reset_only_with_confirmation(deployment: DockerDeployment) -> None:
     key = deployment.secrets()["GATEWAY_SEED_KEY"]
-    with _db(deployment) as db:
+    with sqlite_connect(deployment) as db:
         db.execute("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1")
     refused = deployment.run("migration_recovery.yml")
     assert refused.rc != 0 and "database reset required" in refused.output
     assert "confirm_reset=true" in refused.output
     deployment.ok("migration_recovery.yml", confirm_reset=True)
-    with _db(deployment) as db:
+    with sqlite_connect(deployment) as db:
         checksum = db.execute("SELECT checksum FROM schema_migrations WHERE version = 1").fetchone()[0]
         assert checksum != "tampered"
         assert db.execute("SELECT count(*) FROM api_keys WHERE name = 'kept'").fetchone()[0] == 0

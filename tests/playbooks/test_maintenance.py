@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -32,6 +31,9 @@ from tests.playbooks.conftest import (
     RELEASE_V2,
     Deployment,
     PlaybookRun,
+    instance_versions,
+    sqlite_connect,
+    sqlite_tables,
 )
 from tests.support.processes import free_port
 
@@ -112,29 +114,13 @@ def _notify(webhook: RecordingWebhook) -> dict[str, Any]:
     }
 
 
-def _versions(deployment: Deployment) -> set[str]:
-    return {
-        httpx.get(f"http://127.0.0.1:{i['port']}/readyz", timeout=5).json()["version"]
-        for i in deployment.instances
-    }
-
-
-def _db(deployment: Deployment) -> sqlite3.Connection:
-    return sqlite3.connect(deployment.root / "data" / "gateway.db", timeout=10)
-
-
-def _tables(deployment: Deployment) -> set[str]:
-    with _db(deployment) as db:
-        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
 def _key_names(deployment: Deployment) -> set[str]:
-    with _db(deployment) as db:
+    with sqlite_connect(deployment) as db:
         return {row[0] for row in db.execute("SELECT name FROM api_keys")}
 
 
 def _schema_version(deployment: Deployment) -> int:
-    with _db(deployment) as db:
+    with sqlite_connect(deployment) as db:
         return db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
 
 
@@ -204,7 +190,7 @@ def test_upgrade_posts_starting_then_finished(deployment: Deployment, webhook: R
     assert finished["backup"].startswith(f"pre-upgrade-{RELEASE_V1}-to-{RELEASE_V2}-")
     assert "healthy" in result.output and "delivered (HTTP 204)" in _flat(result.output)
     assert SECRET not in result.output
-    assert _versions(deployment) == {RELEASE_V2}
+    assert instance_versions(deployment) == {RELEASE_V2}
 
 
 def test_rollback_posts_starting_then_finished(deployment: Deployment, webhook: RecordingWebhook) -> None:
@@ -217,8 +203,8 @@ def test_rollback_posts_starting_then_finished(deployment: Deployment, webhook: 
     ]
     assert all(body["backup"] == backup and body["reason"] == REASON for _, body in webhook.posts)
     assert SECRET not in result.output
-    assert _versions(deployment) == {RELEASE_V1}
-    assert BREAKING_TABLE not in _tables(deployment)
+    assert instance_versions(deployment) == {RELEASE_V1}
+    assert BREAKING_TABLE not in sqlite_tables(deployment)
 
 
 def test_failed_breaking_upgrade_restores_the_backup(
@@ -238,10 +224,10 @@ def test_failed_breaking_upgrade_restores_the_backup(
     assert "The migration was breaking" in out and "was restored" in out
     # The schema is back as the backup had it, and so is everything else: the key written
     # after the backup is gone (the price of a restore, paid only for a breaking migration).
-    assert BREAKING_TABLE not in _tables(deployment)
+    assert BREAKING_TABLE not in sqlite_tables(deployment)
     assert _schema_version(deployment) == 2
     assert "after-backup-breaking" not in _key_names(deployment)
-    assert _versions(deployment) == {RELEASE_V1}
+    assert instance_versions(deployment) == {RELEASE_V1}
     assert [event for event, *_ in webhook.events()] == ["starting", "failed"]
     failed = webhook.posts[-1][1]
     assert failed["from"] == RELEASE_V1 and failed["to"] == RELEASE_BROKEN
@@ -265,8 +251,8 @@ def test_failed_additive_upgrade_keeps_the_database(
     assert "The migration was additive" in out and "was not restored" in out
     # No restore: the row written after the backup is still there, and so is the additive table.
     assert "after-backup-additive" in _key_names(deployment)
-    assert ADDITIVE_TABLE in _tables(deployment)
-    assert _versions(deployment) == {RELEASE_V1}
+    assert ADDITIVE_TABLE in sqlite_tables(deployment)
+    assert instance_versions(deployment) == {RELEASE_V1}
     key = deployment.secrets()["GATEWAY_SEED_KEY"]
     models = httpx.get(f"{deployment.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5)
     assert models.status_code == 200
@@ -287,9 +273,9 @@ def test_restore_posts_starting_then_finished(deployment: Deployment, webhook: R
     assert all(body["backup"] == backup for _, body in webhook.posts)
     assert SECRET not in result.output
     # The backup was taken before the additive migration and before the key.
-    assert ADDITIVE_TABLE not in _tables(deployment)
+    assert ADDITIVE_TABLE not in sqlite_tables(deployment)
     assert "after-backup-additive" not in _key_names(deployment)
-    assert _versions(deployment) == {RELEASE_V1}
+    assert instance_versions(deployment) == {RELEASE_V1}
 
 
 def test_a_webhook_that_never_answers_does_not_block_the_restore(deployment: Deployment) -> None:
@@ -314,7 +300,7 @@ def test_a_webhook_that_never_answers_does_not_block_the_restore(deployment: Dep
     for event in ("starting", "finished"):
         assert f"did not take the {event} notification within 2 s" in out
     assert "checksum and row counts match its manifest" in out
-    assert _versions(deployment) == {RELEASE_V1}
+    assert instance_versions(deployment) == {RELEASE_V1}
 
 
 def _supervisorctl(deployment: Deployment, *args: str) -> None:

@@ -15,51 +15,26 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.ansible_yaml import PLAYBOOKS, ROLES, role_specs, tasks, yaml_files
 from tests.support.processes import REPO
 
-PLAYBOOKS = REPO / "playbooks"
-ROLES = PLAYBOOKS / "roles"
 ROLE_NAMES = sorted(path.name for path in ROLES.iterdir() if (path / "tasks").is_dir())
 TARGET_ROLES = [role for role in ROLE_NAMES if role.startswith("target_")]
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 INCLUDES = ("ansible.builtin.include_role", "ansible.builtin.import_role")
 
 
-def _specs(role: str) -> dict[str, Any]:
-    return yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-
-
-def _tasks(node: Any) -> Iterator[dict[str, Any]]:
-    """Every task of a playbook or task file, blocks, rescues and handlers included."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _tasks(item)
-    elif isinstance(node, dict):
-        if "hosts" in node:
-            for key in ("pre_tasks", "roles", "tasks", "post_tasks", "handlers"):
-                yield from _tasks(node.get(key) or [])
-            return
-        yield node
-        for key in ("block", "rescue", "always"):
-            yield from _tasks(node.get(key) or [])
-
-
-def _yaml_files() -> list[Path]:
-    return sorted(p for p in PLAYBOOKS.rglob("*.yml") if "inventories" not in p.parts)
-
-
 def _calls() -> list[tuple[str, str, str]]:
     """(file, role, tasks_from) of every include_role/import_role under playbooks/."""
     calls = []
-    for path in _yaml_files():
-        for task in _tasks(yaml.safe_load(path.read_text()) or []):
+    for path in yaml_files():
+        for task in tasks(yaml.safe_load(path.read_text()) or []):
             for key in (*INCLUDES, "include_role", "import_role"):
                 include = task.get(key)
                 if not isinstance(include, dict):
@@ -85,7 +60,9 @@ def test_the_scan_finds_the_calls() -> None:
 
 def test_every_tasks_from_has_a_matching_argument_spec() -> None:
     missing = [
-        f"{where}: {role} tasks_from {entry}" for where, role, entry in _calls() if entry not in _specs(role)
+        f"{where}: {role} tasks_from {entry}"
+        for where, role, entry in _calls()
+        if entry not in role_specs(role)
     ]
     assert not missing, "Ansible validates nothing for these calls:\n" + "\n".join(missing)
 
@@ -97,9 +74,9 @@ def test_no_call_names_an_entry_point_with_its_file_extension() -> None:
 
 @pytest.mark.parametrize("role", sorted(set(ROLE_NAMES) - set(TARGET_ROLES)))
 def test_every_task_file_of_a_role_has_an_argument_spec(role: str) -> None:
-    specs = _specs(role)
-    for tasks in (ROLES / role / "tasks").glob("*.yml"):
-        assert tasks.stem in specs, f"{role}/tasks/{tasks.name} has no argument spec"
+    specs = role_specs(role)
+    for task_file in (ROLES / role / "tasks").glob("*.yml"):
+        assert task_file.stem in specs, f"{role}/tasks/{task_file.name} has no argument spec"
     for entry in specs:
         assert (ROLES / role / "tasks" / f"{entry}.yml").is_file(), f"{role}: spec {entry} without tasks"
 
@@ -179,7 +156,7 @@ def _run(tmp_path: Path, name: str, play: list[dict[str, Any]]) -> subprocess.Co
 @pytest.mark.slow
 @pytest.mark.parametrize("role", TARGET_ROLES)
 def test_every_target_entry_point_is_validated_when_called(role: str, tmp_path: Path) -> None:
-    specs = _specs(role)
+    specs = role_specs(role)
     tasks = []
     for entry, spec in specs.items():
         required = {

@@ -6,20 +6,15 @@ migration_recovery runs last here: it recreates the database.
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from contextlib import closing
 
 import httpx
 import pytest
 
-from tests.playbooks.conftest import Deployment
+from tests.playbooks.conftest import Deployment, sqlite_connect
 
 pytestmark = pytest.mark.slow
-
-
-def _db(deployment: Deployment) -> sqlite3.Connection:
-    return sqlite3.connect(deployment.root / "data" / "gateway.db", timeout=10)
 
 
 def _chat(deployment: Deployment, key: str) -> httpx.Response:
@@ -90,7 +85,7 @@ def test_admin_login_check_names_each_failure(local_deployment: Deployment) -> N
     assert _admin_login(local_deployment, password) == 200
 
     # Expired session: every session the gateway stores is already expired (a skewed clock).
-    with closing(_db(local_deployment)) as db, db:
+    with closing(sqlite_connect(local_deployment)) as db, db:
         db.execute(
             "CREATE TRIGGER runbook_expire_sessions AFTER INSERT ON admin_sessions BEGIN "
             "UPDATE admin_sessions SET expires_at = NEW.created_at - 1000 WHERE id = NEW.id; END"
@@ -98,7 +93,7 @@ def test_admin_login_check_names_each_failure(local_deployment: Deployment) -> N
     try:
         expired = local_deployment.run("admin_login_check.yml")
     finally:
-        with closing(_db(local_deployment)) as db, db:
+        with closing(sqlite_connect(local_deployment)) as db, db:
             db.execute("DROP TRIGGER runbook_expire_sessions")
     assert expired.rc != 0
     assert "Expired session: the session issued at login" in expired.output
@@ -108,16 +103,16 @@ def test_admin_login_check_names_each_failure(local_deployment: Deployment) -> N
 
 def test_db_maintenance_sqlite_checks_analyzes_and_vacuums(local_deployment: Deployment) -> None:
     path = local_deployment.root / "data" / "gateway.db"
-    with closing(_db(local_deployment)) as db, db:
+    with closing(sqlite_connect(local_deployment)) as db, db:
         db.execute("CREATE TABLE runbook_scratch (payload BLOB)")
         db.executemany("INSERT INTO runbook_scratch VALUES (?)", [(b"x" * 4000,)] * 300)
-    with closing(_db(local_deployment)) as db, db:
+    with closing(sqlite_connect(local_deployment)) as db, db:
         db.execute("DROP TABLE runbook_scratch")
-    with closing(_db(local_deployment)) as db:
+    with closing(sqlite_connect(local_deployment)) as db:
         free_before = db.execute("PRAGMA freelist_count").fetchone()[0]
     assert free_before >= 300, free_before
     result = local_deployment.ok("db_maintenance.yml")
-    with closing(_db(local_deployment)) as db:
+    with closing(sqlite_connect(local_deployment)) as db:
         assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         analyzed = {row[0] for row in db.execute("SELECT tbl FROM sqlite_stat1")}
@@ -184,20 +179,20 @@ def test_rotate_admin_password(local_deployment: Deployment) -> None:
 
 def test_purge_request_logs_counts_and_keeps_the_ledger(local_deployment: Deployment) -> None:
     key = local_deployment.secrets()["GATEWAY_SEED_KEY"]
-    with _db(local_deployment) as db:
+    with sqlite_connect(local_deployment) as db:
         before = db.execute("SELECT count(*) FROM request_logs").fetchone()[0]
     for _ in range(6):
         assert _chat(local_deployment, key).status_code == 200
     # The request-log writer flushes off the hot path: wait until the six rows are there.
     deadline = time.monotonic() + 60
     while True:
-        with _db(local_deployment) as db:
+        with sqlite_connect(local_deployment) as db:
             if db.execute("SELECT count(*) FROM request_logs").fetchone()[0] >= before + 6:
                 break
         assert time.monotonic() < deadline, "the six request logs were not written within 60 s"
         time.sleep(0.1)
     four_days_ms = 4 * 86_400_000
-    with _db(local_deployment) as db:
+    with sqlite_connect(local_deployment) as db:
         db.execute(
             "UPDATE request_logs SET created_at = created_at - ? WHERE id IN "
             "(SELECT id FROM request_logs ORDER BY id DESC LIMIT 4)",
@@ -211,10 +206,10 @@ def test_purge_request_logs_counts_and_keeps_the_ledger(local_deployment: Deploy
         ledger = db.execute("SELECT count(*) FROM usage_cost_events").fetchone()[0]
     preview = local_deployment.ok("purge_request_logs.yml", retention="3d", purge_apply=False)
     assert f"request_logs: {old_logs}" in preview.output
-    with _db(local_deployment) as db:
+    with sqlite_connect(local_deployment) as db:
         assert db.execute("SELECT count(*) FROM request_logs").fetchone()[0] >= total_logs
     local_deployment.ok("purge_request_logs.yml", retention="3d")
-    with _db(local_deployment) as db:
+    with sqlite_connect(local_deployment) as db:
         assert (
             db.execute(
                 "SELECT count(*) FROM request_logs WHERE created_at < ?",
@@ -228,7 +223,7 @@ def test_purge_request_logs_counts_and_keeps_the_ledger(local_deployment: Deploy
 
 
 def test_migration_recovery_other_error_changes_nothing(local_deployment: Deployment) -> None:
-    with _db(local_deployment) as db:
+    with sqlite_connect(local_deployment) as db:
         # A breaking migration of a newer release: not a reset case, and this release must not run.
         db.execute(
             "INSERT INTO schema_migrations (version, name, checksum, applied_at, breaking) "
@@ -237,7 +232,7 @@ def test_migration_recovery_other_error_changes_nothing(local_deployment: Deploy
     result = local_deployment.run("migration_recovery.yml", confirm_reset=True)
     assert result.rc != 0
     assert 'NOT "database reset required"; nothing was changed' in result.output
-    with _db(local_deployment) as db:
+    with sqlite_connect(local_deployment) as db:
         assert db.execute("SELECT count(*) FROM schema_migrations WHERE version = 99").fetchone()[0] == 1
         db.execute("DELETE FROM schema_migrations WHERE version = 99")
 
@@ -246,7 +241,7 @@ def test_migration_recovery_reset_only_with_confirmation(local_deployment: Deplo
     key = local_deployment.secrets()["GATEWAY_SEED_KEY"]
     extra = local_deployment.gateway("keys", "create", "--service-account", "extra", "--name", "doomed")
     assert extra.returncode == 0, extra.stderr
-    with _db(local_deployment) as db:
+    with sqlite_connect(local_deployment) as db:
         db.execute("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1")
     refused = local_deployment.run("migration_recovery.yml")
     assert (
@@ -254,12 +249,12 @@ def test_migration_recovery_reset_only_with_confirmation(local_deployment: Deplo
         and "database reset required" in refused.output
         and "confirm_reset=true" in refused.output
     )
-    with _db(local_deployment) as db:
+    with sqlite_connect(local_deployment) as db:
         assert (
             db.execute("SELECT checksum FROM schema_migrations WHERE version = 1").fetchone()[0] == "tampered"
         )
     local_deployment.ok("migration_recovery.yml", confirm_reset=True)
-    with _db(local_deployment) as db:
+    with sqlite_connect(local_deployment) as db:
         assert (
             db.execute("SELECT checksum FROM schema_migrations WHERE version = 1").fetchone()[0] != "tampered"
         )

@@ -10,17 +10,15 @@ every task that sends the admin token, a key or a password hides itself (no_log)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.ansible_yaml import PLAYBOOKS, ROLES, role_specs, tasks, yaml_files
 from tests.support.processes import REPO
 
-PLAYBOOKS = REPO / "playbooks"
-ROLES = PLAYBOOKS / "roles"
 TARGET_ROLES = sorted(path.name for path in ROLES.glob("target_*") if path.is_dir())
 RUNBOOK_TABLE = REPO / "docs" / "runbooks" / "README.md"
 TARGETS = ("hosts", "docker", "kubernetes")
@@ -39,12 +37,6 @@ HOSTS_ONLY = (
 )
 
 
-def _specs(role: str) -> dict[str, Any]:
-    path = ROLES / role / "meta" / "argument_specs.yml"
-    assert path.is_file(), f"{role} declares no interface: {path.relative_to(REPO)} is missing"
-    return yaml.safe_load(path.read_text())["argument_specs"]
-
-
 def _options(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The contract of each option: what a caller may pass, not how it is described."""
     keys = ("type", "required", "elements", "default", "choices")
@@ -57,8 +49,8 @@ def test_the_known_targets_are_there() -> None:
 
 @pytest.mark.parametrize("role", TARGET_ROLES)
 def test_every_target_declares_the_same_entry_points_and_options(role: str) -> None:
-    reference = _specs("target_hosts")
-    specs = _specs(role)
+    reference = role_specs("target_hosts")
+    specs = role_specs(role)
     assert sorted(specs) == sorted(reference), (
         f"{role} entry points differ from target_hosts: missing {sorted(set(reference) - set(specs))}, "
         f"extra {sorted(set(specs) - set(reference))}"
@@ -71,29 +63,8 @@ def test_every_target_declares_the_same_entry_points_and_options(role: str) -> N
 
 @pytest.mark.parametrize("role", TARGET_ROLES)
 def test_every_entry_point_has_its_tasks(role: str) -> None:
-    missing = [entry for entry in _specs(role) if not (ROLES / role / "tasks" / f"{entry}.yml").is_file()]
+    missing = [entry for entry in role_specs(role) if not (ROLES / role / "tasks" / f"{entry}.yml").is_file()]
     assert not missing, f"{role} declares {missing} without tasks/<entry>.yml"
-
-
-def _tasks(node: Any) -> Iterator[dict[str, Any]]:
-    """Every task of a playbook or task file, blocks and rescues included."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _tasks(item)
-    elif isinstance(node, dict):
-        if any(key in node for key in ("tasks", "pre_tasks", "post_tasks", "handlers")) and "hosts" in node:
-            for key in ("pre_tasks", "tasks", "post_tasks", "handlers"):
-                yield from _tasks(node.get(key) or [])
-            return
-        yield node
-        for key in ("block", "rescue", "always"):
-            yield from _tasks(node.get(key) or [])
-
-
-def _yaml_files() -> list[Path]:
-    return sorted(
-        p for p in PLAYBOOKS.rglob("*.yml") if "inventories" not in p.parts and p.name != "ansible.cfg"
-    )
 
 
 def _runbooks() -> list[Path]:
@@ -101,10 +72,10 @@ def _runbooks() -> list[Path]:
 
 
 def test_runbooks_include_their_target_only_through_declared_entry_points() -> None:
-    entries = set(_specs("target_hosts"))
+    entries = set(role_specs("target_hosts"))
     wrong = []
-    for path in _yaml_files():
-        for task in _tasks(yaml.safe_load(path.read_text()) or []):
+    for path in yaml_files():
+        for task in tasks(yaml.safe_load(path.read_text()) or []):
             include = task.get("ansible.builtin.include_role") or task.get("ansible.builtin.import_role")
             if isinstance(include, dict) and "gateway_target" in str(include.get("name", "")):
                 entry = str(include.get("tasks_from", "main")).removesuffix(".yml")
@@ -177,8 +148,8 @@ def _sends_a_secret(task: dict[str, Any]) -> bool:
 def test_every_task_that_sends_a_token_or_password_hides_itself() -> None:
     exposed = [
         f"{path.relative_to(REPO)}: {task.get('name')}"
-        for path in _yaml_files()
-        for task in _tasks(yaml.safe_load(path.read_text()) or [])
+        for path in yaml_files()
+        for task in tasks(yaml.safe_load(path.read_text()) or [])
         if _sends_a_secret(task) and task.get("no_log") is not True
     ]
     assert not exposed, (
@@ -189,8 +160,8 @@ def test_every_task_that_sends_a_token_or_password_hides_itself() -> None:
 def test_no_database_url_on_a_command_line() -> None:
     """pg_dump/psql/pg_restore get the URL without its password; PGPASSWORD carries it."""
     exposed = []
-    for path in _yaml_files():
-        for task in _tasks(yaml.safe_load(path.read_text()) or []):
+    for path in yaml_files():
+        for task in tasks(yaml.safe_load(path.read_text()) or []):
             command = task.get("ansible.builtin.command") or task.get("ansible.builtin.shell")
             text = str(command)
             if (

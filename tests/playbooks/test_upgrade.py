@@ -6,12 +6,17 @@ deployment (after the runbook tests its worker ran before), and leaves it on v1.
 
 from __future__ import annotations
 
-import sqlite3
-
 import httpx
 import pytest
 
-from tests.playbooks.conftest import RELEASE_BROKEN, RELEASE_V1, RELEASE_V2, Deployment
+from tests.playbooks.conftest import (
+    RELEASE_BROKEN,
+    RELEASE_V1,
+    RELEASE_V2,
+    Deployment,
+    instance_versions,
+    sqlite_tables,
+)
 from tests.playbooks.loadgen import LoadGenerator
 
 pytestmark = pytest.mark.slow
@@ -20,20 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def deployment(local_deployment: Deployment) -> Deployment:
     """The shared local deployment, still on release v1 (no other module changes releases)."""
-    assert _versions(local_deployment) == {RELEASE_V1}
+    assert instance_versions(local_deployment) == {RELEASE_V1}
     return local_deployment
-
-
-def _versions(deployment: Deployment) -> set[str]:
-    return {
-        httpx.get(f"http://127.0.0.1:{i['port']}/readyz", timeout=5).json()["version"]
-        for i in deployment.instances
-    }
-
-
-def _tables(deployment: Deployment) -> set[str]:
-    with sqlite3.connect(deployment.root / "data" / "gateway.db") as db:
-        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def test_upgrade_with_a_migration_under_load_fails_no_request(deployment: Deployment) -> None:
@@ -43,8 +36,8 @@ def test_upgrade_with_a_migration_under_load_fails_no_request(deployment: Deploy
     print(f"\nzero-failure upgrade {RELEASE_V1} -> {RELEASE_V2}: sent={load.sent} failed={load.failed}")
     assert load.sent > 50
     assert load.failed == 0, dict(load.failures)
-    assert _versions(deployment) == {RELEASE_V2}
-    assert "runbook_upgrade_marker" in _tables(deployment)
+    assert instance_versions(deployment) == {RELEASE_V2}
+    assert "runbook_upgrade_marker" in sqlite_tables(deployment)
     assert (deployment.root / "current").readlink().name == RELEASE_V2
     backups = sorted((deployment.root / "backups").glob(f"pre-upgrade-{RELEASE_V1}-to-{RELEASE_V2}-*.json"))
     assert len(backups) == 1
@@ -58,7 +51,7 @@ def test_broken_release_is_rolled_back_automatically(deployment: Deployment) -> 
         in result.output
     )
     assert "broken release (test)" in result.output  # the failing /readyz answer is in the message
-    assert _versions(deployment) == {RELEASE_V2}
+    assert instance_versions(deployment) == {RELEASE_V2}
     assert (deployment.root / "current").readlink().name == RELEASE_V2
     key = deployment.secrets()["GATEWAY_SEED_KEY"]
     models = httpx.get(f"{deployment.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5)
@@ -69,7 +62,7 @@ def test_upgrade_refuses_a_target_the_database_cannot_go_to(deployment: Deployme
     result = deployment.run("upgrade.yml", gateway_version=RELEASE_V1)
     assert result.rc != 0
     assert f"Release {RELEASE_V1} cannot use this database; nothing was changed" in result.output
-    assert _versions(deployment) == {RELEASE_V2}
+    assert instance_versions(deployment) == {RELEASE_V2}
     assert not list((deployment.root / "backups").glob(f"pre-upgrade-{RELEASE_V2}-to-{RELEASE_V1}-*"))
 
 
@@ -78,13 +71,13 @@ def test_rollback_across_the_schema_change_is_refused(deployment: Deployment) ->
     assert result.rc != 0
     assert "A code rollback is not a database rollback" in result.output
     assert "knows versions up to" in result.output
-    assert _versions(deployment) == {RELEASE_V2}
-    assert "runbook_upgrade_marker" in _tables(deployment)
+    assert instance_versions(deployment) == {RELEASE_V2}
+    assert "runbook_upgrade_marker" in sqlite_tables(deployment)
 
 
 def test_rollback_with_the_pre_upgrade_backup(deployment: Deployment) -> None:
     backup = next((deployment.root / "backups").glob(f"pre-upgrade-{RELEASE_V1}-to-{RELEASE_V2}-*.json")).stem
     deployment.ok("rollback.yml", rollback_to=RELEASE_V1, restore_backup=backup)
-    assert _versions(deployment) == {RELEASE_V1}
-    assert "runbook_upgrade_marker" not in _tables(deployment)
+    assert instance_versions(deployment) == {RELEASE_V1}
+    assert "runbook_upgrade_marker" not in sqlite_tables(deployment)
     assert (deployment.root / "current").readlink().name == RELEASE_V1
