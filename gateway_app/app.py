@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -30,7 +29,7 @@ from gateway_app.request_log import RequestLogWriter, default_spool_path
 from gateway_app.resilience import OverridesSync
 from gateway_app.response_cache import ResponseCache, build_response_cache
 from gateway_app.routing import Router
-from gateway_app.storage import Database, bounded, connect
+from gateway_app.storage import Database, OneAtATime, connect
 from gateway_app.telemetry import Telemetry
 
 log = logging.getLogger("gateway.app")
@@ -60,7 +59,7 @@ class Gateway:
         self.telemetry: Telemetry | None = None
         self._provider_control: ProviderControl | None = None
         self.database_reachable = True  # as the last readiness check found it (a metric)
-        self._stuck_check: asyncio.Task[Any] | None = None
+        self._readiness_checks = OneAtATime("readiness check")
         self.response_cache: ResponseCache | None = None  # only when a model opts in (`cache:`)
 
     @property
@@ -173,14 +172,10 @@ class Gateway:
         if self.writer is not None and self.writer.spool.pending:
             details["ledger_spool"] = f"{self.writer.spool.rows} ledger rows waiting for the database"
         try:
-            if self._stuck_check is not None and not self._stuck_check.done():
-                raise TimeoutError("the previous check is still waiting on the database")
-            status = await bounded(migrations.check(self.db), _READY_TIMEOUT_SECONDS)
+            status = await self._readiness_checks.run(migrations.check(self.db), _READY_TIMEOUT_SECONDS)
         except migrations.MigrationError as exc:
             return "not_ready", {**details, "database": "ok", "schema": str(exc)}
         except self.db.outage_errors as exc:
-            if isinstance(exc, TimeoutError) and exc.args and isinstance(exc.args[0], asyncio.Task):
-                self._stuck_check = exc.args[0]  # one check at a time waits on a hung database
             self.database_reachable = False
             return "degraded", {
                 **details,

@@ -40,7 +40,7 @@ from gateway_app.background import Periodic
 from gateway_app.clock import now_ms
 from gateway_app.http import HTTPError
 from gateway_app.pricing import Price, cost_micros
-from gateway_app.storage import Database, Executor, bounded
+from gateway_app.storage import Database, Executor, OneAtATime
 
 log = logging.getLogger("gateway.budgets")
 
@@ -129,6 +129,7 @@ class BudgetTracker:
         self._reserved: dict[int, int] = {}
         # Held by a reload's queries and by the writer from a commit until its spend is recorded.
         self._snapshot_lock = asyncio.Lock()
+        self._reloads = OneAtATime("budget reload")
         # A failed refresh keeps enforcing the last snapshot; readiness reports the database.
         self._refresher = Periodic("budget-refresh", refresh_seconds, self.refresh)
 
@@ -203,7 +204,7 @@ class BudgetTracker:
             # snapshot holds exactly the spend recorded before this point.
             recorded_before = len(self._unsnapshotted)
             at = now_ms()
-            rows, spent = await bounded(self._snapshot(at), REFRESH_DEADLINE_SECONDS)
+            rows, spent = await self._reloads.run(self._snapshot(at), REFRESH_DEADLINE_SECONDS)
         budgets: dict[int, Budget] = {}
         for row in rows:
             start, end = window_bounds(row["budget_window"], at)

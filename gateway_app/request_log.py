@@ -39,7 +39,7 @@ import orjson
 from gateway_app.config import RequestLoggingSettings
 from gateway_app.ledger_spool import LedgerSpool
 from gateway_app.pricing import Price, cost_micros
-from gateway_app.storage import Database, Transaction, bounded
+from gateway_app.storage import Database, OneAtATime, Transaction
 
 log = logging.getLogger("gateway.request_log")
 
@@ -232,7 +232,7 @@ class RequestLogWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._next_replay = 0.0
-        self._stuck: asyncio.Task[None] | None = None  # a write abandoned at its deadline
+        self._writes = OneAtATime("request-log write")
         self._event_prefix = secrets.token_hex(8) + "-"
         self._event_number = 0
         self._last_error_log = 0.0
@@ -557,14 +557,7 @@ class RequestLogWriter:
 
     async def _bounded_write(self, ledger: list[tuple[Any, ...]], details: list[_Detail | None]) -> None:
         """One transaction under write_timeout_seconds; never waits on a write left stuck before."""
-        if self._stuck is not None and not self._stuck.done():
-            raise TimeoutError("an earlier write is still stuck in the database")
-        try:
-            await bounded(self._transaction(ledger, details), self._settings.write_timeout_seconds)
-        except TimeoutError as exc:
-            if exc.args and isinstance(exc.args[0], asyncio.Task):
-                self._stuck = exc.args[0]  # a hung database holds it; retried once it lets go
-            raise
+        await self._writes.run(self._transaction(ledger, details), self._settings.write_timeout_seconds)
 
     async def _transaction(self, ledger: list[tuple[Any, ...]], details: list[_Detail | None]) -> None:
         async with self._db.transaction() as tx:

@@ -49,6 +49,30 @@ async def bounded(call: Coroutine[Any, Any, T], seconds: float) -> T:
     raise TimeoutError(task)
 
 
+class OneAtATime:
+    """``bounded`` calls that never pile up on a hung database.
+
+    A call abandoned at its deadline may stay stuck (SIGSTOPped server); until it lets go,
+    the next call fails at once with TimeoutError instead of taking another connection
+    and hanging beside it.
+    """
+
+    def __init__(self, what: str):
+        self._what = what
+        self._stuck: asyncio.Task[Any] | None = None
+
+    async def run(self, call: Coroutine[Any, Any, T], seconds: float) -> T:
+        if self._stuck is not None and not self._stuck.done():
+            call.close()
+            raise TimeoutError(f"the previous {self._what} is still waiting on the database")
+        try:
+            return await bounded(call, seconds)
+        except TimeoutError as exc:
+            if exc.args and isinstance(exc.args[0], asyncio.Task):
+                self._stuck = exc.args[0]
+            raise
+
+
 def describe_url(url: str) -> str:
     """The URL without its password: safe for logs and error messages."""
     parts = urlsplit(url)
