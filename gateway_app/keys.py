@@ -11,6 +11,7 @@ the bound on how long a revoked key keeps working anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -44,6 +45,9 @@ _REFRESH_OVERLAP_MS = 5_000
 UNKNOWN_LOOKUPS_PER_SECOND = 20.0
 UNKNOWN_LOOKUP_BURST = 20
 _UNKNOWN_IDS_REMEMBERED = 10_000
+# One lookup of an id serves every request that asks for it meanwhile; a hung database
+# must not hold them past this.
+LOOKUP_TIMEOUT_SECONDS = 1.0
 
 
 def generate_key() -> str:
@@ -141,9 +145,14 @@ class KeyCache:
         # ones are rate-limited, so garbage keys cannot hammer the database.
         self._unknown_until: dict[str, float] = {}
         self._lookup_budget = _TokenBucket(UNKNOWN_LOOKUPS_PER_SECOND, UNKNOWN_LOOKUP_BURST)
+        # A burst of requests with a key this replica has not loaded yet (made moments ago
+        # elsewhere) shares one query and one token: otherwise all but the first 20 would
+        # be refused as over the rate.
+        self._in_flight: dict[str, asyncio.Future[KeyIdentity | None]] = {}
         # Lookups of ids not in memory, by outcome: found, unknown (a query found nothing),
-        # remembered (known missing, no query) and limited (over the rate, no query).
-        self.lookups = {"found": 0, "unknown": 0, "remembered": 0, "limited": 0}
+        # remembered (known missing, no query), limited (over the rate, no query) and
+        # joined (answered by a lookup of the same id already under way).
+        self.lookups = {"found": 0, "unknown": 0, "remembered": 0, "limited": 0, "joined": 0}
         self._watermark = 0
         self._refresher = Periodic("key-cache-refresh", refresh_seconds, self.refresh)
 
@@ -189,13 +198,28 @@ class KeyCache:
 
     async def _load_one(self, public_id: str) -> KeyIdentity | None:
         # A key created moments ago on another replica: read it once, then cache it.
+        pending = self._in_flight.get(public_id)
+        if pending is not None:
+            self.lookups["joined"] += 1
+            # Shielded: a caller that gives up (its own deadline, a client gone) must not
+            # cancel the lookup the others wait on; the lookup has its own deadline.
+            return await asyncio.shield(pending)
         if self._unknown_until.get(public_id, 0.0) > time.monotonic():
             self.lookups["remembered"] += 1
             return None
         if not self._lookup_budget.take():
             self.lookups["limited"] += 1
             return None
-        row = await self._db.fetchrow(f"SELECT {_KEY_COLUMNS} {_KEY_FROM} WHERE k.public_id = $1", public_id)
+        lookup = asyncio.ensure_future(self._query_one(public_id))
+        self._in_flight[public_id] = lookup
+        lookup.add_done_callback(lambda _: self._in_flight.pop(public_id, None))
+        return await asyncio.shield(lookup)
+
+    async def _query_one(self, public_id: str) -> KeyIdentity | None:
+        async with asyncio.timeout(LOOKUP_TIMEOUT_SECONDS):
+            row = await self._db.fetchrow(
+                f"SELECT {_KEY_COLUMNS} {_KEY_FROM} WHERE k.public_id = $1", public_id
+            )
         if row is None:
             self.lookups["unknown"] += 1
             if len(self._unknown_until) >= _UNKNOWN_IDS_REMEMBERED:

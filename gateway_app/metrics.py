@@ -171,7 +171,8 @@ class GatewayCollector(Collector):
         if g.keys is not None:
             lookups = CounterMetricFamily(
                 PREFIX + "key_lookups",
-                "Lookups of API key ids not in memory, by outcome (limited and remembered: no query).",
+                "Lookups of API key ids not in memory, by outcome "
+                "(limited, remembered, joined: no query of their own).",
                 labels=["outcome"],
             )
             for outcome, count in g.keys.lookups.items():

@@ -342,6 +342,50 @@ async def test_key_cache_queries_for_unknown_ids_are_bounded(db_url) -> None:
         await database.close()
 
 
+async def test_a_burst_with_a_key_not_loaded_yet_shares_one_lookup(db_url) -> None:
+    """A key made on another replica moments ago, then 300 requests at once: one query, all in."""
+    database = await connect(db_url)
+    try:
+        await migrations.apply(database)
+        counting = _CountingDatabase(database)
+        cache = KeyCache(counting, refresh_seconds=60)
+        await cache.refresh()
+        account = await keys.ensure_service_account(database, "burst-test")
+        fresh = generate_key()
+        await keys.insert_key(database, fresh, "fresh", account)
+        counting.queries = 0
+        identities = await asyncio.gather(*(cache.authenticate(fresh) for _ in range(300)))
+        assert all(i is not None and i.name == "fresh" for i in identities)
+        assert counting.queries == 1
+        assert cache.lookups["found"] == 1 and cache.lookups["joined"] == 299
+        assert cache.lookups["limited"] == 0
+    finally:
+        await database.close()
+
+
+class _HungDatabase:
+    """A test double: a database whose lookups never answer."""
+
+    async def fetchrow(self, *_args):
+        await asyncio.Event().wait()
+
+
+async def test_a_shared_lookup_on_a_hung_database_ends_at_its_deadline() -> None:
+    cache = KeyCache(_HungDatabase(), refresh_seconds=60)
+    started = time.monotonic()
+    outcomes = await asyncio.gather(
+        *(cache.authenticate(generate_key()) for _ in range(3)), return_exceptions=True
+    )
+    same_key = generate_key()
+    shared = await asyncio.gather(*(cache.authenticate(same_key) for _ in range(50)), return_exceptions=True)
+    elapsed = time.monotonic() - started
+    everything = [*outcomes, *shared]
+    assert all(isinstance(o, TimeoutError) for o in everything), {type(o) for o in everything}
+    assert cache.lookups["joined"] == 49
+    assert elapsed < 2 * keys.LOOKUP_TIMEOUT_SECONDS + 1, elapsed
+    assert not cache._in_flight  # nothing left waiting on the hung database
+
+
 # Last in this module: it spends the bootstrap admin's account-wide budget for new addresses,
 # which the other tests (logging in from fresh addresses) need.
 def test_admin_still_logs_in_from_own_address_while_a_stranger_hammers(replicas) -> None:

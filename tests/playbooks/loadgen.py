@@ -8,6 +8,16 @@ from collections import Counter
 import httpx
 
 
+def _describe(response: httpx.Response) -> str:
+    """'HTTP 503 ledger_backlog' from the gateway's error, or the status and the start of
+    another answer's body (haproxy's own 503 is HTML): which part refused is the diagnosis."""
+    try:
+        detail = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        detail = " ".join(response.text.split())[:60]
+    return f"HTTP {response.status_code} {detail}"
+
+
 class LoadGenerator:
     """`workers` threads, each with a keep-alive client, sending chat requests until stopped.
 
@@ -31,7 +41,7 @@ class LoadGenerator:
             while not self._stop.is_set():
                 try:
                     response = client.post(self._url, json=body)
-                    failure = None if response.status_code == 200 else f"HTTP {response.status_code}"
+                    failure = None if response.status_code == 200 else _describe(response)
                 except httpx.HTTPError as exc:
                     failure = exc.__class__.__name__
                 with self._lock:
