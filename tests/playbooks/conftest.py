@@ -145,6 +145,10 @@ class PlaybookRun:
         }
 
 
+# An httplog line's timers then a status other than 200: "... 0/0/0/1/1 503 ..."
+_NOT_200 = re.compile(r" -?\d+/-?\d+/-?\d+/-?\d+/\d+ (?!200 )\d{3} ")
+
+
 class Deployment:
     """One local-inventory deployment under its own root, on free ports."""
 
@@ -208,6 +212,14 @@ class Deployment:
         return subprocess.run(
             [str(self.root / "bin" / "gateway"), *args], capture_output=True, text=True, env=env, timeout=60
         )
+
+    def lb_events(self, limit: int = 40) -> list[str]:
+        """haproxy's server state changes and its answers other than 200, from its log: what
+        a load test's failure message shows, so a failure in CI names its cause."""
+        log = self.root / "logs" / "haproxy.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        events = [ln for ln in lines if ln.startswith(("[WARNING]", "[ALERT]")) or _NOT_200.search(ln)]
+        return events[-limit:]
 
     def stop(self) -> None:
         conf = self.root / "etc" / "supervisord.conf"

@@ -32,7 +32,7 @@ def test_rolling_restart_under_load_fails_no_request(local_deployment: Deploymen
     print(f"\nrolling restart: sent={load.sent} failed={load.failed}")
     assert f"Restarted every instance of {RELEASE_V1}, one at a time." in result.output
     assert load.sent > 50
-    assert load.failed == 0, dict(load.failures)
+    assert load.failed == 0, (dict(load.failures), local_deployment.lb_events())
     after = _process_start_times(local_deployment)
     assert all(after[name] > before[name] for name in before), (before, after)
     for instance in local_deployment.instances:

@@ -100,7 +100,7 @@ def test_scale_up_then_down_under_load_fails_no_request(local_deployment: Deploy
         f"(sent during scale-up run: {sent_at_up}, served by c: {served_by_c:.0f})"
     )
     assert load.sent > 50
-    assert load.failed == 0, dict(load.failures)
+    assert load.failed == 0, (dict(load.failures), local_deployment.lb_events())
 
     assert _scale_report(up.output) == {
         "before": ["a", "b"],

@@ -35,7 +35,7 @@ def test_upgrade_with_a_migration_under_load_fails_no_request(deployment: Deploy
         deployment.ok("upgrade.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_V2]))
     print(f"\nzero-failure upgrade {RELEASE_V1} -> {RELEASE_V2}: sent={load.sent} failed={load.failed}")
     assert load.sent > 50
-    assert load.failed == 0, dict(load.failures)
+    assert load.failed == 0, (dict(load.failures), deployment.lb_events())
     assert instance_versions(deployment) == {RELEASE_V2}
     assert "runbook_upgrade_marker" in sqlite_tables(deployment)
     assert (deployment.root / "current").readlink().name == RELEASE_V2
