@@ -57,9 +57,10 @@ lint: $(STAMP)
 check: lint
 	$(PY) -m pytest tests/unit -q
 
-## test: Debian packages (as root), lint, then the whole suite on $(TEST_WORKERS) workers (PostgreSQL at 127.0.0.1:5432)
+## test: Debian packages (as root), lint, then the whole suite on $(TEST_WORKERS) workers (PostgreSQL at 127.0.0.1:5432);
+##       the 30 slowest tests are printed at the end (where the time goes)
 test: system-deps-test lint
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=30 $(PYTEST_ARGS)
 
 ## bench: gateway vs direct upstream, printed (needs nginx and wrk: see bench/README.md)
 bench: system-deps-bench $(STAMP)
