@@ -2,7 +2,8 @@
 
 Each area registers its routes with ``register(router, gateway)``; this module
 authenticates the caller, enforces first-login password rotation, and turns
-results and errors into JSON responses.
+results and errors (HTTPError, and the domain errors of gateway_app.errors) into
+JSON responses.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gateway_app.admin.cookie import SESSION_COOKIE, read_cookie
 from gateway_app.admin.origin import cross_origin_reason, is_json
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.admin.sessions import authenticate
+from gateway_app.errors import DOMAIN_ERRORS, as_http_error
 from gateway_app.http import HTTPError, Receive, Scope, Send, bearer_token, header, send_error, send_json
 
 if TYPE_CHECKING:
@@ -98,6 +100,9 @@ class AdminAPI:
                         "permission_error",
                     )
             response: AdminResponse = await route.handler(request)
+        except DOMAIN_ERRORS as exc:
+            await send_error(send, as_http_error(exc), [(b"cache-control", b"no-store")])
+            return
         except HTTPError as error:
             await send_error(send, error, [(b"cache-control", b"no-store")])
             return

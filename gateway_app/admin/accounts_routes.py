@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway_app import accounts
-from gateway_app.admin.control import body_object, body_value, control_errors, text_field
+from gateway_app.admin.control import body_object, body_value, text_field
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 
 if TYPE_CHECKING:
@@ -13,11 +13,9 @@ if TYPE_CHECKING:
 
 
 def register(router: AdminRouter, gateway: Gateway) -> None:
-    @control_errors
     async def list_accounts(request: AdminRequest) -> AdminResponse:
         return AdminResponse(200, {"data": await accounts.list_service_accounts(gateway.database)})
 
-    @control_errors
     async def create_account(request: AdminRequest) -> AdminResponse:
         body = await body_object(request)
         budget = accounts.parse_budget(body.get("budget"))
@@ -25,17 +23,14 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
             201, await accounts.create_service_account(gateway.database, text_field(body, "name"), budget)
         )
 
-    @control_errors
     async def disable(request: AdminRequest) -> AdminResponse:
         return AdminResponse(200, await accounts.set_disabled(gateway.database, request.params["name"], True))
 
-    @control_errors
     async def enable(request: AdminRequest) -> AdminResponse:
         return AdminResponse(
             200, await accounts.set_disabled(gateway.database, request.params["name"], False)
         )
 
-    @control_errors
     async def set_budget(request: AdminRequest) -> AdminResponse:
         budget = accounts.parse_budget(await body_value(request))
         return AdminResponse(200, await accounts.set_budget(gateway.database, request.params["name"], budget))

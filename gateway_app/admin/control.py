@@ -1,34 +1,15 @@
-"""Helpers shared by the control-plane admin routes: error mapping and lenient bodies."""
+"""Helpers shared by the control-plane admin routes: lenient bodies."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import orjson
 
-from gateway_app.admin.router import AdminHandler, AdminRequest, AdminResponse
-from gateway_app.http import HTTPError, invalid_request, read_body
-from gateway_app.keys import Conflict, NotFound
+from gateway_app.admin.router import AdminRequest
+from gateway_app.http import invalid_request, read_body
 
 _MAX_BODY = 64 * 1024
-
-
-def control_errors(handler: AdminHandler) -> AdminHandler:
-    """Storage-operation errors become precise HTTP errors: 404 not_found, 409 conflict, 400."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: AdminRequest) -> AdminResponse:
-        try:
-            return await handler(request)
-        except NotFound as exc:
-            raise HTTPError(404, str(exc), "not_found") from None
-        except Conflict as exc:
-            raise HTTPError(409, str(exc), "conflict") from None
-        except ValueError as exc:
-            raise invalid_request(str(exc)) from None
-
-    return wrapped
 
 
 async def body_value(request: AdminRequest) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway_app import keys
-from gateway_app.admin.control import body_object, control_errors, text_field
+from gateway_app.admin.control import body_object, text_field
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.config import parse_duration
 
@@ -27,7 +27,6 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
         include_revoked = request.query.get("include_revoked") == "true"
         return AdminResponse(200, {"data": await keys.list_keys(gateway.database, include_revoked)})
 
-    @control_errors
     async def create_key(request: AdminRequest) -> AdminResponse:
         body = await request.json()
         expires_in = body.get("expires_in")
@@ -42,13 +41,11 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
         )
         return AdminResponse(201, {"key": secret, **created})
 
-    @control_errors
     async def revoke(request: AdminRequest) -> AdminResponse:
         public_id = keys.normalize_public_id(request.params["public_id"])
         after = _seconds(await body_object(request), "after_seconds") or 0
         return AdminResponse(200, await keys.revoke_active_key(gateway.database, public_id, after))
 
-    @control_errors
     async def rotate(request: AdminRequest) -> AdminResponse:
         after = _seconds(await body_object(request), "revoke_old_after_seconds")
         secret, new, old = await keys.rotate_key(

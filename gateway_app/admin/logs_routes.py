@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway_app import reports
-from gateway_app.admin.control import control_errors
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 
 if TYPE_CHECKING:
@@ -13,7 +12,6 @@ if TYPE_CHECKING:
 
 
 def register(router: AdminRouter, gateway: Gateway) -> None:
-    @control_errors
     async def list_logs(request: AdminRequest) -> AdminResponse:
         return AdminResponse(200, {"data": await reports.list_request_logs(gateway.database, request.query)})
 
@@ -30,11 +28,9 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
             },
         )
 
-    @control_errors
     async def detail(request: AdminRequest) -> AdminResponse:
         return AdminResponse(200, await reports.request_log_detail(gateway.database, request.params["id"]))
 
-    @control_errors
     async def spend(request: AdminRequest) -> AdminResponse:
         query = request.query
         return AdminResponse(

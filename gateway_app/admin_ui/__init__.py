@@ -30,8 +30,8 @@ from gateway_app.admin_ui.security import (
     session_csrf_token,
     tokens_match,
 )
+from gateway_app.errors import DOMAIN_ERRORS, NotFound, as_http_error
 from gateway_app.http import HTTPError, Receive, Scope, Send, read_body, send_response
-from gateway_app.keys import Conflict, NotFound
 
 if TYPE_CHECKING:
     from gateway_app.app import Gateway
@@ -87,8 +87,9 @@ class AdminUI:
             result = await self._dispatch(scope, receive)
         except HTTPError as error:
             result = Page("error.html", {"error": error.message}, status=error.status)
-        except NotFound as exc:
-            result = Page("error.html", {"error": str(exc)}, status=404)
+        except NotFound as exc:  # what a page shows is gone
+            error = as_http_error(exc)
+            result = Page("error.html", {"error": error.message}, status=error.status)
         if isinstance(result, Redirect):
             await send_response(
                 send,
@@ -129,12 +130,9 @@ class AdminUI:
             return await route.view(request, {})
         try:
             outcome = await route.action(request)
-        except NotFound as exc:
-            outcome = {"error": str(exc), "status": 404}
-        except Conflict as exc:
-            outcome = {"error": str(exc), "status": 409}
-        except ValueError as exc:
-            outcome = {"error": str(exc), "status": 400}
+        except DOMAIN_ERRORS as exc:
+            error = as_http_error(exc)
+            outcome = {"error": error.message, "status": error.status}
         if isinstance(outcome, Redirect):
             return outcome
         page = await route.view(request, outcome)
