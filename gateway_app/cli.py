@@ -89,7 +89,7 @@ async def cmd_migrate(args: argparse.Namespace, settings: GatewaySettings) -> in
 
 
 async def cmd_bootstrap_admin(args: argparse.Namespace, settings: GatewaySettings) -> int:
-    from gateway_app.admin_users import bootstrap_admin
+    from gateway_app.admin.users import bootstrap_admin
 
     async def work(db: Database) -> int:
         outcome = await bootstrap_admin(db, settings, reset_password=args.reset_password)
