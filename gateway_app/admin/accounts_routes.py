@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway_app import accounts
-from gateway_app.admin.control import body_object, body_value, text_field
-from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
+from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter, text_field
 
 if TYPE_CHECKING:
     from gateway_app.app import Gateway
@@ -17,7 +16,7 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
         return AdminResponse(200, {"data": await accounts.list_service_accounts(gateway.database)})
 
     async def create_account(request: AdminRequest) -> AdminResponse:
-        body = await body_object(request)
+        body = await request.optional_json()
         budget = accounts.parse_budget(body.get("budget"))
         return AdminResponse(
             201, await accounts.create_service_account(gateway.database, text_field(body, "name"), budget)
@@ -32,7 +31,7 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
         )
 
     async def set_budget(request: AdminRequest) -> AdminResponse:
-        budget = accounts.parse_budget(await body_value(request))
+        budget = accounts.parse_budget(await request.json_value())
         return AdminResponse(200, await accounts.set_budget(gateway.database, request.params["name"], budget))
 
     router.add("GET", "/service-accounts", list_accounts)

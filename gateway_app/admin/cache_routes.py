@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gateway_app.admin.control import body_object
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.http import HTTPError, invalid_request
 from gateway_app.response_cache import WARM_MAX_REQUESTS, CacheUnavailable, ResponseCache, store_kind, warm
@@ -50,7 +49,7 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
 
     async def flush(request: AdminRequest) -> AdminResponse:
         current = cache()
-        body = await body_object(request)
+        body = await request.optional_json()
         try:
             models = current.select(_optional_text(body, "model"), _optional_text(body, "pattern"))
         except ValueError as exc:

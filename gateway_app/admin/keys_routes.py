@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway_app import keys
-from gateway_app.admin.control import body_object, text_field
-from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
+from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter, text_field
 from gateway_app.config import parse_duration
 
 if TYPE_CHECKING:
@@ -43,11 +42,11 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
 
     async def revoke(request: AdminRequest) -> AdminResponse:
         public_id = keys.normalize_public_id(request.params["public_id"])
-        after = _seconds(await body_object(request), "after_seconds") or 0
+        after = _seconds(await request.optional_json(), "after_seconds") or 0
         return AdminResponse(200, await keys.revoke_active_key(gateway.database, public_id, after))
 
     async def rotate(request: AdminRequest) -> AdminResponse:
-        after = _seconds(await body_object(request), "revoke_old_after_seconds")
+        after = _seconds(await request.optional_json(), "revoke_old_after_seconds")
         secret, new, old = await keys.rotate_key(
             gateway.database, keys.normalize_public_id(request.params["public_id"]), after
         )
