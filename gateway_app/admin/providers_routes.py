@@ -2,51 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import partial
 
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
-
-if TYPE_CHECKING:
-    from gateway_app.app import Gateway
+from gateway_app.provider_control import ProviderControl
 
 
-def register(router: AdminRouter, gateway: Gateway) -> None:
-    control = gateway.provider_control
+class ProvidersRoutes:
+    def __init__(self, control: ProviderControl):
+        self._control = control
 
-    async def list_providers(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, {"data": control().describe()})
+    def register(self, router: AdminRouter) -> None:
+        router.add("GET", "/providers", self.list_providers)
+        router.add("POST", "/providers/{name}/disable", partial(self.switch_provider, False))
+        router.add("POST", "/providers/{name}/enable", partial(self.switch_provider, True))
+        router.add("POST", "/providers/{name}/reset-circuit", self.reset_provider)
+        router.add("POST", "/providers/{name}/health-check", self.health_check)
+        router.add("POST", "/routes/disable", partial(self.switch_route, False))
+        router.add("POST", "/routes/enable", partial(self.switch_route, True))
+        router.add("POST", "/routes/reset-circuit", self.reset_route)
 
-    def provider_switch(enabled: bool):
-        async def handler(request: AdminRequest) -> AdminResponse:
-            result = await control().set_provider_enabled(
-                request.params["name"], enabled, request.admin.email
-            )
-            return AdminResponse(200, result)
+    async def list_providers(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, {"data": self._control.describe()})
 
-        return handler
+    async def switch_provider(self, enabled: bool, request: AdminRequest) -> AdminResponse:
+        result = await self._control.set_provider_enabled(
+            request.params["name"], enabled, request.admin.email
+        )
+        return AdminResponse(200, result)
 
-    def route_switch(enabled: bool):
-        async def handler(request: AdminRequest) -> AdminResponse:
-            key = (await request.json()).get("key")
-            return AdminResponse(200, await control().set_route_enabled(key, enabled, request.admin.email))
-
-        return handler
-
-    async def reset_provider(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, await control().reset_provider(request.params["name"], request.admin.email))
-
-    async def reset_route(request: AdminRequest) -> AdminResponse:
+    async def switch_route(self, enabled: bool, request: AdminRequest) -> AdminResponse:
         key = (await request.json()).get("key")
-        return AdminResponse(200, await control().reset_route(key, request.admin.email))
+        return AdminResponse(200, await self._control.set_route_enabled(key, enabled, request.admin.email))
 
-    async def health_check(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, await control().health_check(request.params["name"]))
+    async def reset_provider(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(
+            200, await self._control.reset_provider(request.params["name"], request.admin.email)
+        )
 
-    router.add("GET", "/providers", list_providers)
-    router.add("POST", "/providers/{name}/disable", provider_switch(False))
-    router.add("POST", "/providers/{name}/enable", provider_switch(True))
-    router.add("POST", "/providers/{name}/reset-circuit", reset_provider)
-    router.add("POST", "/providers/{name}/health-check", health_check)
-    router.add("POST", "/routes/disable", route_switch(False))
-    router.add("POST", "/routes/enable", route_switch(True))
-    router.add("POST", "/routes/reset-circuit", reset_route)
+    async def reset_route(self, request: AdminRequest) -> AdminResponse:
+        key = (await request.json()).get("key")
+        return AdminResponse(200, await self._control.reset_route(key, request.admin.email))
+
+    async def health_check(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, await self._control.health_check(request.params["name"]))

@@ -142,6 +142,12 @@ class _AdminRoute:
     before_password_change: bool
 
 
+class AdminArea(Protocol):
+    """A group of admin routes (a *_routes.py class), holding only the parts of the gateway it uses."""
+
+    def register(self, router: AdminRouter) -> None: ...
+
+
 class AdminRouter:
     def __init__(self, prefix: str = "/admin/api"):
         self.prefix = prefix
