@@ -22,7 +22,8 @@ from gateway_app.http import (
 
 _PARAM = re.compile(r"\{(\w+)\}")
 _MAX_ADMIN_BODY = 1024 * 1024
-# Calls whose body fields are all optional (revoke, rotate, flush, budgets) take small bodies.
+# Bodies read leniently (optional_json, json_value: revoke, rotate, flush, service accounts) keep
+# the smaller cap they have always had.
 _MAX_OPTIONAL_BODY = 64 * 1024
 
 
