@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -133,6 +134,12 @@ class Pages:
 
     def routes(self) -> list[tuple[str, str, str, View, Action | None]]:
         """(method, path under /admin, access, view, action) of every page and form."""
+        disable_account = partial(self.switch_account, True)
+        enable_account = partial(self.switch_account, False)
+        disable_provider = partial(self.switch_provider, False)
+        enable_provider = partial(self.switch_provider, True)
+        disable_route = partial(self.switch_route, False)
+        enable_route = partial(self.switch_route, True)
         return [
             ("GET", "", "public", self.home, None),
             ("GET", "/", "public", self.home, None),
@@ -145,8 +152,8 @@ class Pages:
             ("GET", "/accounts", "admin", self.accounts_view, None),
             ("POST", "/accounts", "admin", self.accounts_view, self.create_account),
             ("POST", "/accounts/{name}/budget", "admin", self.accounts_view, self.set_budget),
-            ("POST", "/accounts/{name}/disable", "admin", self.accounts_view, self.account_switch(True)),
-            ("POST", "/accounts/{name}/enable", "admin", self.accounts_view, self.account_switch(False)),
+            ("POST", "/accounts/{name}/disable", "admin", self.accounts_view, disable_account),
+            ("POST", "/accounts/{name}/enable", "admin", self.accounts_view, enable_account),
             ("GET", "/keys", "admin", self.keys_view, None),
             ("POST", "/keys", "admin", self.keys_view, self.create_key),
             ("POST", "/keys/{public_id}/revoke", "admin", self.keys_view, self.revoke_key),
@@ -155,12 +162,12 @@ class Pages:
             ("GET", "/logs/{id}", "admin", self.log_detail_view, None),
             ("GET", "/spend", "admin", self.spend_view, None),
             ("GET", "/providers", "admin", self.providers_view, None),
-            ("POST", "/providers/{name}/disable", "admin", self.providers_view, self.provider_switch(False)),
-            ("POST", "/providers/{name}/enable", "admin", self.providers_view, self.provider_switch(True)),
+            ("POST", "/providers/{name}/disable", "admin", self.providers_view, disable_provider),
+            ("POST", "/providers/{name}/enable", "admin", self.providers_view, enable_provider),
             ("POST", "/providers/{name}/reset-circuit", "admin", self.providers_view, self.reset_provider),
             ("POST", "/providers/{name}/health-check", "admin", self.providers_view, self.health_check),
-            ("POST", "/routes/disable", "admin", self.providers_view, self.route_switch(False)),
-            ("POST", "/routes/enable", "admin", self.providers_view, self.route_switch(True)),
+            ("POST", "/routes/disable", "admin", self.providers_view, disable_route),
+            ("POST", "/routes/enable", "admin", self.providers_view, enable_route),
             ("POST", "/routes/reset-circuit", "admin", self.providers_view, self.reset_route),
         ]
 
@@ -274,14 +281,11 @@ class Pages:
         account = await accounts.set_budget(self._db, request.params["name"], self.budget_from_form(request))
         return {"notice": f"budget of {account['name']} saved"}
 
-    def account_switch(self, disabled: bool) -> Action:
-        async def action(request: UIRequest) -> Outcome:
-            account = await accounts.set_disabled(self._db, request.params["name"], disabled)
-            refresh = self._settings.auth.key_cache_refresh_seconds
-            state = "disabled: its keys stop" if disabled else "enabled: its keys work again"
-            return {"notice": f"{account['name']} {state} within {refresh:g}s on every replica"}
-
-        return action
+    async def switch_account(self, disabled: bool, request: UIRequest) -> Outcome:
+        account = await accounts.set_disabled(self._db, request.params["name"], disabled)
+        refresh = self._settings.auth.key_cache_refresh_seconds
+        state = "disabled: its keys stop" if disabled else "enabled: its keys work again"
+        return {"notice": f"{account['name']} {state} within {refresh:g}s on every replica"}
 
     # --- keys ----------------------------------------------------------------------------------
 
@@ -416,14 +420,9 @@ class Pages:
             refresh_seconds=self._settings.resilience.state_refresh_seconds,
         )
 
-    def provider_switch(self, enabled: bool) -> Action:
-        async def action(request: UIRequest) -> Outcome:
-            done = await self._control.set_provider_enabled(
-                request.params["name"], enabled, request.admin.email
-            )
-            return {"notice": f"provider {done['name']} {'enabled' if enabled else 'disabled'}"}
-
-        return action
+    async def switch_provider(self, enabled: bool, request: UIRequest) -> Outcome:
+        done = await self._control.set_provider_enabled(request.params["name"], enabled, request.admin.email)
+        return {"notice": f"provider {done['name']} {'enabled' if enabled else 'disabled'}"}
 
     async def reset_provider(self, request: UIRequest) -> Outcome:
         done = await self._control.reset_provider(request.params["name"], request.admin.email)
@@ -433,12 +432,9 @@ class Pages:
         probe = await self._control.health_check(request.params["name"])
         return {"probe": {"provider": request.params["name"], **probe}}
 
-    def route_switch(self, enabled: bool) -> Action:
-        async def action(request: UIRequest) -> Outcome:
-            done = await self._control.set_route_enabled(request.field("key"), enabled, request.admin.email)
-            return {"notice": f"route {done['key']} {'enabled' if enabled else 'disabled'}"}
-
-        return action
+    async def switch_route(self, enabled: bool, request: UIRequest) -> Outcome:
+        done = await self._control.set_route_enabled(request.field("key"), enabled, request.admin.email)
+        return {"notice": f"route {done['key']} {'enabled' if enabled else 'disabled'}"}
 
     async def reset_route(self, request: UIRequest) -> Outcome:
         done = await self._control.reset_route(request.field("key"), request.admin.email)
