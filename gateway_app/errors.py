@@ -41,4 +41,4 @@ def as_http_error(exc: NotFound | Conflict | ValueError) -> HTTPError:
         return HTTPError(404, str(exc), exc.code, param=exc.param)
     if isinstance(exc, Conflict):
         return HTTPError(409, str(exc), exc.code)
-    return invalid_request(str(exc), getattr(exc, "param", None))
+    return invalid_request(str(exc), exc.param if isinstance(exc, Invalid) else None)
