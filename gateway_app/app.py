@@ -82,7 +82,7 @@ class Gateway:
         self.settings = settings
         self.metrics = RequestMetrics()
         self._started: Started | None = None
-        self._running = AsyncExitStack()  # stops what start() started, last started first
+        self._running = AsyncExitStack()  # stops what start() started
 
     @property
     def started(self) -> Started:
@@ -92,16 +92,20 @@ class Gateway:
         return self._started
 
     async def start(self) -> None:
-        """Start every part, or stop the ones already started and raise."""
+        """Start every part, or stop the ones already started and raise.
+
+        Stopping runs the background loops' stops first, then the parts', each last started
+        first: the request-log writer's final flush then has the database to itself.
+        """
         s = self.settings
-        async with AsyncExitStack() as stack:
+        async with AsyncExitStack() as parts, AsyncExitStack() as loops:
             db = await connect(
                 s.database.url.value,
                 s.database.pool_min,
                 s.database.pool_max,
                 s.database.connect_timeout_seconds,
             )
-            stack.push_async_callback(db.close)
+            parts.push_async_callback(db.close)
             status = await migrations.check(db)
             if not status.is_current:
                 # serve's pre-flight applies or refuses before we get here; a race with
@@ -111,24 +115,27 @@ class Gateway:
                     f"{status.latest_known}: run `gateway migrate --apply`"
                 )
             providers = {p.name: build_provider(p, s.resilience) for p in s.providers}
-            stack.push_async_callback(_close_all, providers)
+            parts.push_async_callback(_close_all, providers)
             router = Router(s, providers)
             overrides = OverridesSync(db, router, s.resilience)
             await overrides.start()
-            stack.push_async_callback(overrides.stop)
+            loops.push_async_callback(overrides.stop)
             control = ProviderControl(s.providers, router, overrides, db)
+            response_cache = build_response_cache(s)  # None when no model opts in (`cache:`)
+            if response_cache is not None:
+                parts.push_async_callback(response_cache.close)
             limiter = build_rate_limiter(s.rate_limits)  # None when no rate limit is configured
             if limiter is not None:
-                stack.push_async_callback(limiter.close)
+                parts.push_async_callback(limiter.close)
             telemetry = Telemetry(s.server, self.metrics, router)
             telemetry.start()
-            stack.push_async_callback(telemetry.stop)
+            parts.push_async_callback(telemetry.stop)
             keys = KeyCache(db, s.auth.key_cache_refresh_seconds)
             await keys.start()
-            stack.push_async_callback(keys.stop)
+            loops.push_async_callback(keys.stop)
             budgets = BudgetTracker(db)
             await budgets.start()
-            stack.push_async_callback(budgets.stop)
+            loops.push_async_callback(budgets.stop)
             spool_path = s.request_logging.spool_path
             spool = LedgerSpool(
                 Path(spool_path) if spool_path else default_spool_path(s.database.url.value, s.server.port),
@@ -138,10 +145,7 @@ class Gateway:
             writer = RequestLogWriter(db, s.request_logging, spool, on_spend=budgets)
             writer.usage_observer = self.metrics.observe_usage
             await writer.start()
-            stack.push_async_callback(writer.stop)  # closes the spool
-            response_cache = build_response_cache(s)
-            if response_cache is not None:
-                stack.push_async_callback(response_cache.close)
+            parts.push_async_callback(writer.stop)  # closes the spool
             data_plane = DataPlane(
                 s,
                 keys,
@@ -155,7 +159,7 @@ class Gateway:
             )
             purge = PurgeScheduler(db, s.request_logging.purge)
             await purge.start()
-            stack.push_async_callback(purge.stop)
+            loops.push_async_callback(purge.stop)
             # The login throttle's table would otherwise keep one row per address ever seen.
             throttle_cleanup = Periodic(
                 "auth-throttle-cleanup",
@@ -163,7 +167,7 @@ class Gateway:
                 partial(delete_expired_throttle_rows, db),
             )
             throttle_cleanup.start()
-            stack.push_async_callback(throttle_cleanup.stop)
+            loops.push_async_callback(throttle_cleanup.stop)
             readiness = Readiness(db, writer, telemetry)
             admin_api = AdminAPI(
                 db,
@@ -201,7 +205,10 @@ class Gateway:
                 admin_ui=AdminUI(db, Pages(s, db, readiness, writer, control)),
                 metrics_registry=build_registry(collector),
             )
-            self._running = stack.pop_all()
+            running = AsyncExitStack()
+            running.push_async_exit(parts.pop_all())
+            running.push_async_exit(loops.pop_all())
+            self._running = running
 
     async def stop(self) -> None:
         await self._running.aclose()
