@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway_app.budgets import MICROS_PER_USD, WINDOWS, usd, window_bounds, window_spend
 from gateway_app.clock import now_ms
-from gateway_app.keys import Conflict, NotFound
+from gateway_app.errors import Conflict, NotFound
 from gateway_app.storage import Database, Executor, Row
 
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")  # the same rule as config's service_accounts[].name

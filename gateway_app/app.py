@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gateway_app import __version__, migrations
-from gateway_app.admin import AdminAPI
+from prometheus_client import CollectorRegistry
+
+from gateway_app import migrations
+from gateway_app.admin.accounts_routes import AccountsRoutes
+from gateway_app.admin.api import AdminAPI
+from gateway_app.admin.auth_routes import AuthRoutes
+from gateway_app.admin.cache_routes import CacheRoutes
+from gateway_app.admin.keys_routes import KeysRoutes
+from gateway_app.admin.logs_routes import LogsRoutes
+from gateway_app.admin.providers_routes import ProvidersRoutes
 from gateway_app.admin.sessions import delete_expired_throttle_rows
 from gateway_app.admin_ui import AdminUI
+from gateway_app.admin_ui.pages import Pages
 from gateway_app.background import Periodic
 from gateway_app.budgets import BudgetTracker
 from gateway_app.config import GatewaySettings
@@ -19,23 +30,49 @@ from gateway_app.http import HTTPError, Receive, Scope, Send, send_error, send_j
 from gateway_app.keys import KeyCache
 from gateway_app.ledger_spool import LedgerSpool
 from gateway_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from gateway_app.metrics import RequestMetrics, build_registry, render
+from gateway_app.metrics import GatewayCollector, RequestMetrics, build_registry, render
 from gateway_app.provider_control import ProviderControl
 from gateway_app.providers import Provider, build_provider
 from gateway_app.proxy import DataPlane
 from gateway_app.purge import PurgeScheduler
-from gateway_app.ratelimit import RateLimiter, build_rate_limiter
+from gateway_app.ratelimit import build_rate_limiter
+from gateway_app.readiness import Readiness, not_started
 from gateway_app.request_log import RequestLogWriter, default_spool_path
 from gateway_app.resilience import OverridesSync
-from gateway_app.response_cache import ResponseCache, build_response_cache
+from gateway_app.response_cache import ResponseCache, build_response_cache, store_kind
 from gateway_app.routing import Router
-from gateway_app.storage import Database, OneAtATime, connect
+from gateway_app.storage import Database, connect
 from gateway_app.telemetry import Telemetry
 
 log = logging.getLogger("gateway.app")
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
-_READY_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Started:
+    """What a started gateway serves with, and what in-process tests inspect; none is ever None.
+
+    ``response_cache`` is None only when no model opts in (``cache:``), a choice of the config.
+    Background jobs (purge, throttle cleanup) are owned by the exit stack alone.
+    """
+
+    db: Database
+    router: Router
+    keys: KeyCache
+    budgets: BudgetTracker
+    writer: RequestLogWriter
+    response_cache: ResponseCache | None
+    data_plane: DataPlane
+    readiness: Readiness
+    admin_api: AdminAPI
+    admin_ui: AdminUI
+    metrics_registry: CollectorRegistry
+
+
+async def _close_all(providers: dict[str, Provider]) -> None:
+    for provider in providers.values():
+        await provider.close()
 
 
 class Gateway:
@@ -43,162 +80,144 @@ class Gateway:
 
     def __init__(self, settings: GatewaySettings):
         self.settings = settings
-        self.db: Database | None = None
-        self.providers: dict[str, Provider] = {}
-        self.keys: KeyCache | None = None
-        self.router: Router | None = None
-        self.writer: RequestLogWriter | None = None
-        self.budgets: BudgetTracker | None = None
-        self.purge: PurgeScheduler | None = None
-        self.throttle_cleanup: Periodic | None = None
-        self.data_plane: DataPlane | None = None
         self.metrics = RequestMetrics()
-        self.metrics_registry = build_registry(self)
-        self.overrides: OverridesSync | None = None
-        self.limiter: RateLimiter | None = None
-        self.telemetry: Telemetry | None = None
-        self._provider_control: ProviderControl | None = None
-        self.database_reachable = True  # as the last readiness check found it (a metric)
-        self._readiness_checks = OneAtATime("readiness check")
-        self.response_cache: ResponseCache | None = None  # only when a model opts in (`cache:`)
+        self._started: Started | None = None
+        self._running = AsyncExitStack()  # stops what start() started
 
     @property
-    def database(self) -> Database:
-        """The connected database; only valid between start() and stop()."""
-        if self.db is None:
-            raise RuntimeError("the gateway has not started: no database yet")
-        return self.db
-
-    def provider_control(self) -> ProviderControl:
-        """Operator actions on providers and routes; only valid between start() and stop()."""
-        if self._provider_control is None:
-            raise RuntimeError("the gateway has not started: no routes yet")
-        return self._provider_control
+    def started(self) -> Started:
+        """The started parts; only valid between start() and stop()."""
+        if self._started is None:
+            raise RuntimeError("the gateway has not started")
+        return self._started
 
     async def start(self) -> None:
+        """Start every part, or stop the ones already started and raise.
+
+        Stopping runs the background loops' stops first, then the parts', each last started
+        first: the request-log writer's final flush then has the database to itself.
+        """
         s = self.settings
-        self.db = await connect(
-            s.database.url.value, s.database.pool_min, s.database.pool_max, s.database.connect_timeout_seconds
-        )
-        status = await migrations.check(self.db)
-        if not status.is_current:
-            # serve's pre-flight applies or refuses before we get here; a race with
-            # another release's migrator is the only way in, and it must not serve.
-            raise migrations.MigrationError(
-                f"database schema is at version {status.current_version}, this release needs "
-                f"{status.latest_known}: run `gateway migrate --apply`"
+        async with AsyncExitStack() as parts, AsyncExitStack() as loops:
+            db = await connect(
+                s.database.url.value,
+                s.database.pool_min,
+                s.database.pool_max,
+                s.database.connect_timeout_seconds,
             )
-        self.providers = {p.name: build_provider(p, s.resilience) for p in s.providers}
-        self.router = Router(s, self.providers)
-        self.overrides = OverridesSync(self.db, self.router, s.resilience)
-        await self.overrides.start()
-        self._provider_control = ProviderControl(s.providers, self.router, self.overrides, self.db)
-        self.limiter = build_rate_limiter(s.rate_limits)
-        self.telemetry = Telemetry(s.server, self.metrics, self.router)
-        self.telemetry.start()
-        self.keys = KeyCache(self.db, s.auth.key_cache_refresh_seconds)
-        await self.keys.start()
-        self.budgets = BudgetTracker(self.db)
-        await self.budgets.start()
-        spool_path = s.request_logging.spool_path
-        spool = LedgerSpool(
-            Path(spool_path) if spool_path else default_spool_path(s.database.url.value, s.server.port),
-            s.request_logging.spool_max_bytes,
-        )
-        spool.open()  # before serving: a spool that cannot be opened or is taken refuses startup
-        self.writer = RequestLogWriter(self.db, s.request_logging, spool, on_spend=self.budgets)
-        self.writer.usage_observer = self.metrics.observe_usage
-        await self.writer.start()
-        self.response_cache = build_response_cache(s)
-        self.data_plane = DataPlane(
-            s,
-            self.keys,
-            self.router,
-            self.writer,
-            metrics=self.metrics,
-            limiter=self.limiter,
-            tracer=self.telemetry.tracer,
-            budgets=self.budgets,
-            cache=self.response_cache,
-        )
-        self.purge = PurgeScheduler(self.db, s.request_logging.purge)
-        await self.purge.start()
-        # The login throttle's table would otherwise keep one row per address ever seen.
-        self.throttle_cleanup = Periodic(
-            "auth-throttle-cleanup",
-            s.auth.throttle_cleanup_seconds,
-            partial(delete_expired_throttle_rows, self.db),
-        )
-        self.throttle_cleanup.start()
+            parts.push_async_callback(db.close)
+            status = await migrations.check(db)
+            if not status.is_current:
+                # serve's pre-flight applies or refuses before we get here; a race with
+                # another release's migrator is the only way in, and it must not serve.
+                raise migrations.MigrationError(
+                    f"database schema is at version {status.current_version}, this release needs "
+                    f"{status.latest_known}: run `gateway migrate --apply`"
+                )
+            providers = {p.name: build_provider(p, s.resilience) for p in s.providers}
+            parts.push_async_callback(_close_all, providers)
+            router = Router(s, providers)
+            overrides = OverridesSync(db, router, s.resilience)
+            await overrides.start()
+            loops.push_async_callback(overrides.stop)
+            control = ProviderControl(s.providers, router, overrides, db)
+            response_cache = build_response_cache(s)  # None when no model opts in (`cache:`)
+            if response_cache is not None:
+                parts.push_async_callback(response_cache.close)
+            limiter = build_rate_limiter(s.rate_limits)  # None when no rate limit is configured
+            if limiter is not None:
+                parts.push_async_callback(limiter.close)
+            telemetry = Telemetry(s.server, self.metrics, router)
+            telemetry.start()
+            parts.push_async_callback(telemetry.stop)
+            keys = KeyCache(db, s.auth.key_cache_refresh_seconds)
+            await keys.start()
+            loops.push_async_callback(keys.stop)
+            budgets = BudgetTracker(db)
+            await budgets.start()
+            loops.push_async_callback(budgets.stop)
+            spool_path = s.request_logging.spool_path
+            spool = LedgerSpool(
+                Path(spool_path) if spool_path else default_spool_path(s.database.url.value, s.server.port),
+                s.request_logging.spool_max_bytes,
+            )
+            spool.open()  # before serving: a spool that cannot be opened or is taken refuses startup
+            writer = RequestLogWriter(db, s.request_logging, spool, on_spend=budgets)
+            writer.usage_observer = self.metrics.observe_usage
+            await writer.start()
+            parts.push_async_callback(writer.stop)  # closes the spool
+            data_plane = DataPlane(
+                s,
+                keys,
+                router,
+                writer,
+                metrics=self.metrics,
+                limiter=limiter,
+                tracer=telemetry.tracer,
+                budgets=budgets,
+                cache=response_cache,
+            )
+            purge = PurgeScheduler(db, s.request_logging.purge)
+            await purge.start()
+            loops.push_async_callback(purge.stop)
+            # The login throttle's table would otherwise keep one row per address ever seen.
+            throttle_cleanup = Periodic(
+                "auth-throttle-cleanup",
+                s.auth.throttle_cleanup_seconds,
+                partial(delete_expired_throttle_rows, db),
+            )
+            throttle_cleanup.start()
+            loops.push_async_callback(throttle_cleanup.stop)
+            readiness = Readiness(db, writer, telemetry)
+            admin_api = AdminAPI(
+                db,
+                [
+                    AuthRoutes(db, s.auth),
+                    KeysRoutes(db, [m.name for m in s.models]),
+                    ProvidersRoutes(control),
+                    AccountsRoutes(db),
+                    LogsRoutes(db, writer),
+                    CacheRoutes(response_cache, store_kind(s), data_plane.handle),
+                ],
+            )
+            collector = GatewayCollector(
+                s,
+                self.metrics,
+                db=db,
+                providers=providers,
+                router=router,
+                keys=keys,
+                writer=writer,
+                readiness=readiness,
+                limiter=limiter,
+                response_cache=response_cache,
+            )
+            self._started = Started(
+                db=db,
+                router=router,
+                keys=keys,
+                budgets=budgets,
+                writer=writer,
+                response_cache=response_cache,
+                data_plane=data_plane,
+                readiness=readiness,
+                admin_api=admin_api,
+                admin_ui=AdminUI(db, Pages(s, db, readiness, writer, control)),
+                metrics_registry=build_registry(collector),
+            )
+            running = AsyncExitStack()
+            running.push_async_exit(parts.pop_all())
+            running.push_async_exit(loops.pop_all())
+            self._running = running
 
     async def stop(self) -> None:
-        if self.throttle_cleanup:
-            await self.throttle_cleanup.stop()
-        if self.purge:
-            await self.purge.stop()
-        if self.keys:
-            await self.keys.stop()
-        if self.overrides:
-            await self.overrides.stop()
-        if self.budgets:
-            await self.budgets.stop()
-        if self.writer:
-            await self.writer.stop()
-        if self.telemetry:
-            await self.telemetry.stop()
-        if self.limiter:
-            await self.limiter.close()
-        if self.response_cache:
-            await self.response_cache.close()
-        for provider in self.providers.values():
-            await provider.close()
-        if self.db:
-            await self.db.close()
+        await self._running.aclose()
 
     async def readiness(self) -> tuple[str, dict[str, Any]]:
-        """("ready" | "degraded" | "not_ready", details). Degraded still serves (HTTP 200).
-
-        The database is the log store and the control plane's source, not the data plane:
-        while it is unreachable (down, hung, full) replicas serve from memory (keys, routes,
-        budgets as last loaded) and spool ledger rows, so they stay in the load balancer.
-        A database this release cannot run on (schema, missing database) is not ready.
-        """
-        details: dict[str, Any] = {"version": __version__}
-        otel = self.telemetry.readiness() if self.telemetry else None
-        if otel is not None:
-            details["otel"] = otel  # a warning only: a missing collector never makes a replica unready
-        if self.db is None:
-            return "not_ready", {**details, "database": "not connected"}
-        if self.writer is not None and self.writer.spool.pending:
-            details["ledger_spool"] = f"{self.writer.spool.rows} ledger rows waiting for the database"
-        try:
-            status = await self._readiness_checks.run(migrations.check(self.db), _READY_TIMEOUT_SECONDS)
-        except migrations.MigrationError as exc:
-            return "not_ready", {**details, "database": "ok", "schema": str(exc)}
-        except self.db.outage_errors as exc:
-            self.database_reachable = False
-            return "degraded", {
-                **details,
-                "database": f"unreachable ({exc.__class__.__name__}); serving from memory, ledger spooled",
-            }
-        except Exception as exc:
-            return "not_ready", {**details, "database": f"unusable ({exc.__class__.__name__}: {exc})"}
-        self.database_reachable = True
-        details.update(
-            database="ok",
-            schema_version=status.database_version,
-            schema_expected=status.latest_known,
-        )
-        if status.pending or status.ahead:
-            details["schema"] = status.summary()
-        # Ready on additive migrations of a newer release: during a rolling upgrade the
-        # old replicas keep serving until they are replaced.
-        if not status.is_current:
-            return "not_ready", details
-        if self.writer is not None and self.writer.degraded:
-            details["database"] = "answers reads, but ledger writes fail (disk full?): ledger spooled"
-            return "degraded", details
-        return "ready", details
+        """("ready" | "degraded" | "not_ready", details): see Readiness.check."""
+        if self._started is None:
+            return not_started()
+        return await self._started.readiness.check()
 
 
 class GatewayApp:
@@ -216,16 +235,21 @@ class GatewayApp:
         }
         # The UI owns the rest of /admin (it answers 404 itself for what it does not serve).
         self._prefixes: list[tuple[str, Handler]] = [
-            ("/admin/api/", AdminAPI(self.gateway)),
-            ("/admin", AdminUI(self.gateway)),
+            ("/admin/api/", self._admin_api),
+            ("/admin", self._admin_ui),
         ]
 
     def _operation(self, name: str) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
-            assert self.gateway.data_plane is not None
-            await self.gateway.data_plane.handle(name, scope, receive, send)
+            await self.gateway.started.data_plane.handle(name, scope, receive, send)
 
         return handler
+
+    async def _admin_api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.gateway.started.admin_api(scope, receive, send)
+
+    async def _admin_ui(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.gateway.started.admin_ui(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -257,7 +281,7 @@ class GatewayApp:
         await send_response(send, 200, b'{"status":"ok"}')
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_response(send, 200, render(self.gateway.metrics_registry), METRICS_CONTENT_TYPE)
+        await send_response(send, 200, render(self.gateway.started.metrics_registry), METRICS_CONTENT_TYPE)
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, details = await self.gateway.readiness()

@@ -89,7 +89,7 @@ async def cmd_migrate(args: argparse.Namespace, settings: GatewaySettings) -> in
 
 
 async def cmd_bootstrap_admin(args: argparse.Namespace, settings: GatewaySettings) -> int:
-    from gateway_app.admin_users import bootstrap_admin
+    from gateway_app.admin.users import bootstrap_admin
 
     async def work(db: Database) -> int:
         outcome = await bootstrap_admin(db, settings, reset_password=args.reset_password)
@@ -121,6 +121,7 @@ async def cmd_seed_config(args: argparse.Namespace, settings: GatewaySettings) -
 
 async def cmd_keys(args: argparse.Namespace, settings: GatewaySettings) -> int:
     from gateway_app import keys
+    from gateway_app.errors import NotFound
 
     async def work(db: Database) -> int:
         if args.keys_command == "create":
@@ -157,7 +158,7 @@ async def cmd_keys(args: argparse.Namespace, settings: GatewaySettings) -> int:
             after = parse_duration(args.revoke_old_after) if args.revoke_old_after else None
             try:
                 key, new, _ = await keys.rotate_key(db, public_id, after, source="cli")
-            except keys.NotFound as exc:
+            except NotFound as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_ERROR
             print(key)  # the only time the new secret is ever shown
@@ -187,7 +188,7 @@ async def cmd_keys(args: argparse.Namespace, settings: GatewaySettings) -> int:
 
 async def cmd_service_accounts(args: argparse.Namespace, settings: GatewaySettings) -> int:
     from gateway_app import accounts
-    from gateway_app.keys import Conflict, NotFound
+    from gateway_app.errors import Conflict, NotFound
 
     def budget_arg() -> tuple[str, int] | None:
         if args.window is None and args.limit_usd is None:

@@ -132,13 +132,17 @@ async def send_error(send: Send, error: HTTPError, headers: Iterable[tuple[bytes
     await send_response(send, error.status, error.body(), JSON, [*error.headers, *headers])
 
 
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"request body is not valid JSON: {exc}") from None
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body:
         raise invalid_request("request body is empty; send a JSON object")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"request body is not valid JSON: {exc}") from None
+    payload = parse_json(body)
     if not isinstance(payload, dict):
         raise invalid_request("request body must be a JSON object")
     return payload

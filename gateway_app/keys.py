@@ -27,6 +27,7 @@ import orjson
 
 from gateway_app.background import Periodic
 from gateway_app.clock import now_ms
+from gateway_app.errors import NotFound
 from gateway_app.storage import Database, Executor, Row
 
 log = logging.getLogger("gateway.keys")
@@ -320,14 +321,6 @@ async def list_keys(db: Executor, include_revoked: bool = False) -> list[dict[st
             f"{select} WHERE k.revoked_at IS NULL OR k.revoked_at > $1 ORDER BY k.id", now_ms()
         )
     return [key_row_to_dict(r) for r in rows]
-
-
-class NotFound(LookupError):
-    """The named key or service account does not exist (or is not in the state asked for)."""
-
-
-class Conflict(Exception):
-    """The change contradicts what exists (a name already taken)."""
 
 
 def normalize_public_id(text: str) -> str:

@@ -18,12 +18,19 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway_app.response_cache import MemoryStore
+from gateway_app.config import GatewaySettings
+from gateway_app.keys import KeyCache
+from gateway_app.ratelimit import RateLimiter
+from gateway_app.readiness import Readiness
+from gateway_app.request_log import RequestLogWriter, RequestRecord
+from gateway_app.response_cache import MemoryStore, ResponseCache
+from gateway_app.storage import Database
 from gateway_app.storage.sqlite import sqlite_path
 
 if TYPE_CHECKING:
-    from gateway_app.app import Gateway
-    from gateway_app.request_log import RequestRecord
+    # Both import this module at run time (resilience.py's Histogram): a real cycle.
+    from gateway_app.providers import Provider
+    from gateway_app.routing import Router
 
 PREFIX = "gateway_"
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -124,14 +131,38 @@ def _memory_limit() -> int | None:
 
 
 class GatewayCollector(Collector):
-    """Builds every gateway_* family from the live parts of one gateway process."""
+    """Builds every gateway_* family from the live parts of one started gateway process.
 
-    def __init__(self, gateway: Gateway):
-        self._gateway = gateway
+    ``limiter`` and ``response_cache`` are None when the config has none: their families are left out.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        metrics: RequestMetrics,
+        *,
+        db: Database,
+        providers: dict[str, Provider],
+        router: Router,
+        keys: KeyCache,
+        writer: RequestLogWriter,
+        readiness: Readiness,
+        limiter: RateLimiter | None,
+        response_cache: ResponseCache | None,
+    ):
+        self._settings = settings
+        self._metrics = metrics
+        self._db = db
+        self._providers = providers
+        self._router = router
+        self._keys = keys
+        self._writer = writer
+        self._readiness = readiness
+        self._limiter = limiter
+        self._response_cache = response_cache
 
     def collect(self) -> Iterator[Metric]:
-        g = self._gateway
-        m = g.metrics
+        m = self._metrics
         requests = CounterMetricFamily(
             PREFIX + "requests",
             "API requests answered, by operation, model, serving route and status class.",
@@ -155,100 +186,97 @@ class GatewayCollector(Collector):
         for model, micros in m.cost_micros.items():
             cost.add_metric([model], micros / 1_000_000)
         yield cost
-        if g.limiter is not None:
+        if self._limiter is not None:
             yield CounterMetricFamily(
                 PREFIX + "rate_limited_requests",
                 "Requests refused by the per-key rate limit.",
-                g.limiter.refused,
+                self._limiter.refused,
             )
             yield CounterMetricFamily(
                 PREFIX + "rate_limiter_errors",
                 "Checks skipped because Redis was unreachable.",
-                g.limiter.errors,
+                self._limiter.errors,
             )
-        if g.response_cache is not None:
-            yield from self._response_cache(g)
-        if g.keys is not None:
-            lookups = CounterMetricFamily(
-                PREFIX + "key_lookups",
-                "Lookups of API key ids not in memory, by outcome "
-                "(limited, remembered, joined: no query of their own).",
-                labels=["outcome"],
-            )
-            for outcome, count in g.keys.lookups.items():
-                lookups.add_metric([outcome], count)
-            yield lookups
-        if g.router is not None:
-            yield from self._routes(g)
-        yield from self._upstream_pools(g)
-        yield from self._endpoints(g)
-        if g.writer is not None:
-            w = g.writer
-            yield GaugeMetricFamily(
-                PREFIX + "request_log_queue_depth", "Records waiting to be written.", w.depth
-            )
-            yield CounterMetricFamily(
-                PREFIX + "request_log_dropped", "Records dropped because the queue was full.", w.dropped
-            )
-            yield CounterMetricFamily(PREFIX + "request_log_written", "Records written.", w.written)
-            yield CounterMetricFamily(
-                PREFIX + "request_log_write_errors",
-                "Ledger rows lost: neither the database nor the spool took them.",
-                w.write_errors,
-            )
-            yield GaugeMetricFamily(
-                PREFIX + "request_log_queue_bytes", "Bytes held by queued records.", w.queued_bytes
-            )
-            yield CounterMetricFamily(
-                PREFIX + "request_log_shed",
-                "Request-log details not stored because the database was unavailable (ledger kept).",
-                w.shed,
-            )
-            yield CounterMetricFamily(
-                PREFIX + "request_log_encode_errors",
-                "Request-log details that could not be encoded or stored, dropped one by one.",
-                w.encode_errors,
-            )
-            spool = w.spool
-            yield CounterMetricFamily(
-                PREFIX + "ledger_spooled", "Ledger rows written to the local spool.", w.spooled
-            )
-            yield CounterMetricFamily(
-                PREFIX + "ledger_replayed", "Spooled ledger rows replayed into the database.", w.replayed
-            )
-            yield GaugeMetricFamily(
-                PREFIX + "ledger_spool_rows", "Ledger rows in the spool waiting for the database.", spool.rows
-            )
-            yield GaugeMetricFamily(PREFIX + "ledger_spool_bytes", "Size of the ledger spool.", spool.size)
-            yield GaugeMetricFamily(
-                PREFIX + "ledger_spool_max_bytes", "Capacity of the ledger spool.", spool.max_bytes
-            )
-            yield CounterMetricFamily(
-                PREFIX + "ledger_spool_full",
-                "Ledger rows the spool refused (full or failing disk); they stay queued in memory.",
-                spool.full_refusals,
-            )
-            yield GaugeMetricFamily(
-                PREFIX + "database_reachable",
-                "1 if the last readiness check and ledger write reached the database, else 0.",
-                int(g.database_reachable and w.database_available),
-            )
-        if g.db is not None:
-            stats = g.db.pool_stats()
-            pool_max = g.settings.database.pool_max if g.db.backend == "postgres" else stats["size"]
-            yield GaugeMetricFamily(PREFIX + "db_pool_connections_max", "Pool capacity.", pool_max)
-            yield GaugeMetricFamily(
-                PREFIX + "db_pool_connections_open", "Open pool connections.", stats["size"]
-            )
-            yield GaugeMetricFamily(
-                PREFIX + "db_pool_connections_in_use",
-                "Pool connections checked out.",
-                stats["size"] - stats["idle"],
-            )
-        yield from self._host(g)
+        if self._response_cache is not None:
+            yield from self._cache_families(self._response_cache)
+        lookups = CounterMetricFamily(
+            PREFIX + "key_lookups",
+            "Lookups of API key ids not in memory, by outcome "
+            "(limited, remembered, joined: no query of their own).",
+            labels=["outcome"],
+        )
+        for outcome, count in self._keys.lookups.items():
+            lookups.add_metric([outcome], count)
+        yield lookups
+        yield from self._routes()
+        yield from self._upstream_pools()
+        yield from self._endpoints()
+        yield from self._request_log()
+        yield from self._db_pool()
+        yield from self._host()
 
-    def _routes(self, g: Gateway) -> Iterator[Metric]:
-        assert g.router is not None
+    def _request_log(self) -> Iterator[Metric]:
+        w = self._writer
+        yield GaugeMetricFamily(PREFIX + "request_log_queue_depth", "Records waiting to be written.", w.depth)
+        yield CounterMetricFamily(
+            PREFIX + "request_log_dropped", "Records dropped because the queue was full.", w.dropped
+        )
+        yield CounterMetricFamily(PREFIX + "request_log_written", "Records written.", w.written)
+        yield CounterMetricFamily(
+            PREFIX + "request_log_write_errors",
+            "Ledger rows lost: neither the database nor the spool took them.",
+            w.write_errors,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "request_log_queue_bytes", "Bytes held by queued records.", w.queued_bytes
+        )
+        yield CounterMetricFamily(
+            PREFIX + "request_log_shed",
+            "Request-log details not stored because the database was unavailable (ledger kept).",
+            w.shed,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "request_log_encode_errors",
+            "Request-log details that could not be encoded or stored, dropped one by one.",
+            w.encode_errors,
+        )
+        spool = w.spool
+        yield CounterMetricFamily(
+            PREFIX + "ledger_spooled", "Ledger rows written to the local spool.", w.spooled
+        )
+        yield CounterMetricFamily(
+            PREFIX + "ledger_replayed", "Spooled ledger rows replayed into the database.", w.replayed
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "ledger_spool_rows", "Ledger rows in the spool waiting for the database.", spool.rows
+        )
+        yield GaugeMetricFamily(PREFIX + "ledger_spool_bytes", "Size of the ledger spool.", spool.size)
+        yield GaugeMetricFamily(
+            PREFIX + "ledger_spool_max_bytes", "Capacity of the ledger spool.", spool.max_bytes
+        )
+        yield CounterMetricFamily(
+            PREFIX + "ledger_spool_full",
+            "Ledger rows the spool refused (full or failing disk); they stay queued in memory.",
+            spool.full_refusals,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "database_reachable",
+            "1 if the last readiness check and ledger write reached the database, else 0.",
+            int(self._readiness.database_reachable and w.database_available),
+        )
+
+    def _db_pool(self) -> Iterator[Metric]:
+        stats = self._db.pool_stats()
+        pool_max = self._settings.database.pool_max if self._db.backend == "postgres" else stats["size"]
+        yield GaugeMetricFamily(PREFIX + "db_pool_connections_max", "Pool capacity.", pool_max)
+        yield GaugeMetricFamily(PREFIX + "db_pool_connections_open", "Open pool connections.", stats["size"])
+        yield GaugeMetricFamily(
+            PREFIX + "db_pool_connections_in_use",
+            "Pool connections checked out.",
+            stats["size"] - stats["idle"],
+        )
+
+    def _routes(self) -> Iterator[Metric]:
         labels = ["route", "provider"]
         state = GaugeMetricFamily(
             PREFIX + "circuit_state", "Circuit of a route: 0 closed, 1 half-open, 2 open.", labels=labels
@@ -264,19 +292,17 @@ class GatewayCollector(Collector):
         latency = HistogramMetricFamily(
             PREFIX + "upstream_latency_seconds", "Time to the upstream response head.", labels=labels
         )
-        for route in g.router.routes_by_key.values():
+        for route in self._router.routes_by_key.values():
             health = route.health
             values = [route.key, route.provider_name]
             state.add_metric(values, health.state_code)
-            enabled.add_metric(values, 1 if g.router.eligible(route) else 0)
+            enabled.add_metric(values, 1 if self._router.eligible(route) else 0)
             attempts.add_metric([*values, "success"], health.successes)
             attempts.add_metric([*values, "failure"], health.failures_total)
             latency.add_metric(values, health.latency.buckets(), health.latency.sum)
         yield from (state, enabled, attempts, latency)
 
-    def _response_cache(self, g: Gateway) -> Iterator[Metric]:
-        cache = g.response_cache
-        assert cache is not None
+    def _cache_families(self, cache: ResponseCache) -> Iterator[Metric]:
         hits = CounterMetricFamily(
             PREFIX + "cache_hits", "Answers served from the response cache.", labels=["model"]
         )
@@ -326,7 +352,7 @@ class GatewayCollector(Collector):
                 PREFIX + "cache_bytes", "Bytes held by the in-process store.", cache.store.bytes
             )
 
-    def _upstream_pools(self, g: Gateway) -> Iterator[Metric]:
+    def _upstream_pools(self) -> Iterator[Metric]:
         labels = ["provider"]
         in_use = GaugeMetricFamily(
             PREFIX + "upstream_connections_in_use", "Upstream connections taken or opening.", labels=labels
@@ -345,19 +371,19 @@ class GatewayCollector(Collector):
             "Upstream responses cut after read_idle_timeout_seconds of silence.",
             labels=labels,
         )
-        for name, provider in g.providers.items():
+        for name, provider in self._providers.items():
             stats = provider.pool_stats()
             if stats is None:
                 continue
             in_use.add_metric([name], stats.in_use)
-            limit.add_metric([name], g.settings.provider(name).max_connections)
+            limit.add_metric([name], self._settings.provider(name).max_connections)
             waits.add_metric([name, "queued"], stats.waits)
             waits.add_metric([name, "timeout"], stats.wait_timeouts)
             waits.add_metric([name, "rejected"], stats.wait_rejections)
             idle.add_metric([name], stats.idle_timeouts)
         yield from (in_use, limit, waits, idle)
 
-    def _endpoints(self, g: Gateway) -> Iterator[Metric]:
+    def _endpoints(self) -> Iterator[Metric]:
         """Regional endpoints of providers that list them (providers/regional.py), by region."""
         labels = ["provider", "region"]
         latency = HistogramMetricFamily(
@@ -380,7 +406,7 @@ class GatewayCollector(Collector):
             "Attempts on a regional endpoint by outcome.",
             labels=[*labels, "outcome"],
         )
-        for name, provider in g.providers.items():
+        for name, provider in self._providers.items():
             for endpoint in getattr(provider, "endpoints", ()):
                 values = [name, endpoint.region]
                 health = endpoint.health
@@ -392,12 +418,12 @@ class GatewayCollector(Collector):
                 attempts.add_metric([*values, "failure"], health.failures_total)
         yield from (latency, ewma, state, attempts)
 
-    def _host(self, g: Gateway) -> Iterator[Metric]:
+    def _host(self) -> Iterator[Metric]:
         limit = _memory_limit()
         if limit is not None:
             yield GaugeMetricFamily(PREFIX + "memory_limit_bytes", "The container's memory limit.", limit)
-        if g.db is not None and g.db.backend == "sqlite":
-            path = sqlite_path(g.settings.database.url.value).parent
+        if self._db.backend == "sqlite":
+            path = sqlite_path(self._settings.database.url.value).parent
             try:
                 fs = os.statvfs(path)
             except OSError:
@@ -411,9 +437,9 @@ class GatewayCollector(Collector):
             yield from (size, free)
 
 
-def build_registry(gateway: Gateway) -> CollectorRegistry:
+def build_registry(collector: GatewayCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gateway))
+    registry.register(collector)
     ProcessCollector(namespace="gateway", registry=registry)  # memory, CPU, open files
     return registry
 

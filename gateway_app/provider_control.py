@@ -13,7 +13,7 @@ from typing import Any
 from gateway_app import resilience
 from gateway_app.config import ProviderSettings
 from gateway_app.endpoint_probe import shown_url
-from gateway_app.keys import Conflict, NotFound
+from gateway_app.errors import Conflict, Invalid, NotFound
 from gateway_app.resilience import OverridesSync
 from gateway_app.routing import Route, Router
 from gateway_app.storage import Database
@@ -22,15 +22,16 @@ MAX_PROBE_SECONDS = 10.0
 
 
 class ProviderNotFound(NotFound):
-    pass
+    code = "provider_not_found"
 
 
 class RouteNotFound(NotFound):
-    pass
+    code = "route_not_found"
+    param = "key"
 
 
 class NoRouteToProbe(Conflict):
-    pass
+    code = "no_route_to_probe"
 
 
 class ProviderControl:
@@ -54,7 +55,7 @@ class ProviderControl:
 
     def route_named(self, key: Any) -> Route:
         if not isinstance(key, str) or not key:
-            raise ValueError("'key' is required: '<model>/<provider>/<upstream_model>'")
+            raise Invalid("'key' is required: '<model>/<provider>/<upstream_model>'", param="key")
         route = self._router.routes_by_key.get(key)
         if route is None:
             raise RouteNotFound(f"no route '{key}'; GET /admin/api/providers lists route keys")

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway_app.budgets import usd
-from gateway_app.keys import NotFound, normalize_public_id
+from gateway_app.errors import NotFound
+from gateway_app.keys import normalize_public_id
 from gateway_app.storage import Executor, Row
 
 MAX_LIMIT = 1000

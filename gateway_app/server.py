@@ -10,7 +10,7 @@ import signal
 import uvicorn
 
 from gateway_app import __version__, migrations
-from gateway_app.admin_users import bootstrap_admin
+from gateway_app.admin.users import bootstrap_admin
 from gateway_app.app import GatewayApp
 from gateway_app.client_protocol import protocol_factory
 from gateway_app.config import GatewaySettings

@@ -2,46 +2,38 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from gateway_app import accounts
-from gateway_app.admin.control import body_object, body_value, control_errors, text_field
-from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
-
-if TYPE_CHECKING:
-    from gateway_app.app import Gateway
+from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter, text_field
+from gateway_app.storage import Database
 
 
-def register(router: AdminRouter, gateway: Gateway) -> None:
-    @control_errors
-    async def list_accounts(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, {"data": await accounts.list_service_accounts(gateway.database)})
+class AccountsRoutes:
+    def __init__(self, db: Database):
+        self._db = db
 
-    @control_errors
-    async def create_account(request: AdminRequest) -> AdminResponse:
-        body = await body_object(request)
+    def register(self, router: AdminRouter) -> None:
+        router.add("GET", "/service-accounts", self.list_accounts)
+        router.add("POST", "/service-accounts", self.create_account)
+        router.add("POST", "/service-accounts/{name}/disable", self.disable)
+        router.add("POST", "/service-accounts/{name}/enable", self.enable)
+        router.add("PUT", "/service-accounts/{name}/budget", self.set_budget)
+
+    async def list_accounts(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, {"data": await accounts.list_service_accounts(self._db)})
+
+    async def create_account(self, request: AdminRequest) -> AdminResponse:
+        body = await request.optional_json()
         budget = accounts.parse_budget(body.get("budget"))
         return AdminResponse(
-            201, await accounts.create_service_account(gateway.database, text_field(body, "name"), budget)
+            201, await accounts.create_service_account(self._db, text_field(body, "name"), budget)
         )
 
-    @control_errors
-    async def disable(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, await accounts.set_disabled(gateway.database, request.params["name"], True))
+    async def disable(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, await accounts.set_disabled(self._db, request.params["name"], True))
 
-    @control_errors
-    async def enable(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(
-            200, await accounts.set_disabled(gateway.database, request.params["name"], False)
-        )
+    async def enable(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, await accounts.set_disabled(self._db, request.params["name"], False))
 
-    @control_errors
-    async def set_budget(request: AdminRequest) -> AdminResponse:
-        budget = accounts.parse_budget(await body_value(request))
-        return AdminResponse(200, await accounts.set_budget(gateway.database, request.params["name"], budget))
-
-    router.add("GET", "/service-accounts", list_accounts)
-    router.add("POST", "/service-accounts", create_account)
-    router.add("POST", "/service-accounts/{name}/disable", disable)
-    router.add("POST", "/service-accounts/{name}/enable", enable)
-    router.add("PUT", "/service-accounts/{name}/budget", set_budget)
+    async def set_budget(self, request: AdminRequest) -> AdminResponse:
+        budget = accounts.parse_budget(await request.json_value())
+        return AdminResponse(200, await accounts.set_budget(self._db, request.params["name"], budget))

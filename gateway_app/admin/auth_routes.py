@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway_app.admin import sessions
 from gateway_app.admin.cookie import session_cookie
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
+from gateway_app.config import AuthSettings
 from gateway_app.http import HTTPError, invalid_request
-
-if TYPE_CHECKING:
-    from gateway_app.app import Gateway
+from gateway_app.storage import Database
 
 _GENERIC_LOGIN_ERROR = "invalid email or password"
 _RETRY_UNAVAILABLE_SECONDS = b"5"
@@ -23,21 +22,28 @@ def _text(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def register(router: AdminRouter, gateway: Gateway) -> None:
-    auth = gateway.settings.auth
-    ttl = auth.session_ttl_seconds
-    allowed = sessions.LoginLimits.of(auth)
+class AuthRoutes:
+    def __init__(self, db: Database, auth: AuthSettings):
+        self._db = db
+        self._ttl = auth.session_ttl_seconds
+        self._limits = sessions.LoginLimits.of(auth)
 
-    async def login(request: AdminRequest) -> AdminResponse:
+    def register(self, router: AdminRouter) -> None:
+        router.add("POST", "/session", self.login, public=True)
+        router.add("DELETE", "/session", self.logout, before_password_change=True)
+        router.add("GET", "/me", self.me, before_password_change=True)
+        router.add("POST", "/password", self.change_password, before_password_change=True)
+
+    async def login(self, request: AdminRequest) -> AdminResponse:
         body = await request.json()
         try:
             session = await sessions.login(
-                gateway.database,
-                allowed,
+                self._db,
+                self._limits,
                 _text(body, "email"),
                 _text(body, "password"),
                 request.client_addr,
-                ttl,
+                self._ttl,
             )
         except sessions.LoginThrottled as exc:
             raise HTTPError(
@@ -67,14 +73,14 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
                 "expires_at": session.expires_at,
                 "must_change_password": session.must_change_password,
             },
-            [session_cookie(session.token, ttl, request.scope)],
+            [session_cookie(session.token, self._ttl, request.scope)],
         )
 
-    async def logout(request: AdminRequest) -> AdminResponse:
-        await sessions.logout(gateway.database, request.admin.session_id)
+    async def logout(self, request: AdminRequest) -> AdminResponse:
+        await sessions.logout(self._db, request.admin.session_id)
         return AdminResponse(200, {"status": "logged_out"}, [session_cookie("", 0, request.scope)])
 
-    async def me(request: AdminRequest) -> AdminResponse:
+    async def me(self, request: AdminRequest) -> AdminResponse:
         admin = request.admin
         return AdminResponse(
             200,
@@ -85,16 +91,16 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
             },
         )
 
-    async def change_password(request: AdminRequest) -> AdminResponse:
+    async def change_password(self, request: AdminRequest) -> AdminResponse:
         body = await request.json()
         try:
             session = await sessions.change_password(
-                gateway.database,
+                self._db,
                 request.admin,
                 _text(body, "current_password"),
                 _text(body, "new_password"),
                 request.client_addr,
-                ttl,
+                self._ttl,
             )
         except sessions.WeakPassword as exc:
             raise HTTPError(400, str(exc), "weak_password", param="new_password") from None
@@ -105,10 +111,5 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
         return AdminResponse(
             200,
             {"token": session.token, "expires_at": session.expires_at},
-            [session_cookie(session.token, ttl, request.scope)],
+            [session_cookie(session.token, self._ttl, request.scope)],
         )
-
-    router.add("POST", "/session", login, public=True)
-    router.add("DELETE", "/session", logout, before_password_change=True)
-    router.add("GET", "/me", me, before_password_change=True)
-    router.add("POST", "/password", change_password, before_password_change=True)

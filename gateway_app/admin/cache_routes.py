@@ -8,15 +8,11 @@ instance); with the Redis store one call is enough. Answers name the replica and
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gateway_app.admin.control import body_object
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
 from gateway_app.http import HTTPError, invalid_request
-from gateway_app.response_cache import WARM_MAX_REQUESTS, CacheUnavailable, ResponseCache, store_kind, warm
-
-if TYPE_CHECKING:
-    from gateway_app.app import Gateway
+from gateway_app.response_cache import WARM_MAX_REQUESTS, CacheUnavailable, Handle, ResponseCache, warm
 
 log = logging.getLogger("gateway.cache")
 
@@ -33,24 +29,34 @@ def _optional_text(body: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def register(router: AdminRouter, gateway: Gateway) -> None:
-    def cache() -> ResponseCache:
-        if gateway.response_cache is None:
+class CacheRoutes:
+    def __init__(self, cache: ResponseCache | None, store: str, handle: Handle):
+        self._cache = cache  # None when no model opts in (`cache:`)
+        self._store = store  # the store kind the config chose, named even while unused
+        self._handle = handle  # the data plane: warm requests take the path of client requests
+
+    def register(self, router: AdminRouter) -> None:
+        router.add("GET", "/cache", self.state)
+        router.add("POST", "/cache/flush", self.flush)
+        router.add("POST", "/cache/warm", self.warm_cache)
+
+    def _enabled_cache(self) -> ResponseCache:
+        if self._cache is None:
             raise HTTPError(
                 409,
                 "no model uses the response cache: give a model `cache: {ttl_seconds: N}` in the config",
                 "cache_disabled",
             )
-        return gateway.response_cache
+        return self._cache
 
-    async def state(request: AdminRequest) -> AdminResponse:
-        if gateway.response_cache is None:
-            return AdminResponse(200, {"enabled": False, "store": store_kind(gateway.settings), "models": {}})
-        return AdminResponse(200, gateway.response_cache.describe())
+    async def state(self, request: AdminRequest) -> AdminResponse:
+        if self._cache is None:
+            return AdminResponse(200, {"enabled": False, "store": self._store, "models": {}})
+        return AdminResponse(200, self._cache.describe())
 
-    async def flush(request: AdminRequest) -> AdminResponse:
-        current = cache()
-        body = await body_object(request)
+    async def flush(self, request: AdminRequest) -> AdminResponse:
+        current = self._enabled_cache()
+        body = await request.optional_json()
         try:
             models = current.select(_optional_text(body, "model"), _optional_text(body, "pattern"))
         except ValueError as exc:
@@ -77,8 +83,8 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
             },
         )
 
-    async def warm_cache(request: AdminRequest) -> AdminResponse:
-        current = cache()
+    async def warm_cache(self, request: AdminRequest) -> AdminResponse:
+        current = self._enabled_cache()
         body = await request.json()
         key = body.get("key")
         if not isinstance(key, str) or not key:
@@ -102,8 +108,7 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
             raise invalid_request(
                 f"'timeout_seconds' must be a number in (0, {_WARM_MAX_SECONDS:g}]", param="timeout_seconds"
             )
-        assert gateway.data_plane is not None
-        report = await warm(gateway.data_plane.handle, key, requests, float(seconds))
+        report = await warm(self._handle, key, requests, float(seconds))
         log.info(
             "response cache warmed by %s: %d requests, %d stored, %d already cached, %d failed",
             request.admin.email,
@@ -113,7 +118,3 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
             report["failed"],
         )
         return AdminResponse(200, {**report, "store": current.store.kind, "replica": current.replica})
-
-    router.add("GET", "/cache", state)
-    router.add("POST", "/cache/flush", flush)
-    router.add("POST", "/cache/warm", warm_cache)

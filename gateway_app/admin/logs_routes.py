@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from gateway_app import reports
-from gateway_app.admin.control import control_errors
 from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
+from gateway_app.request_log import RequestLogWriter
+from gateway_app.storage import Database
 
-if TYPE_CHECKING:
-    from gateway_app.app import Gateway
 
+class LogsRoutes:
+    def __init__(self, db: Database, writer: RequestLogWriter):
+        self._db = db
+        self._writer = writer
 
-def register(router: AdminRouter, gateway: Gateway) -> None:
-    @control_errors
-    async def list_logs(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, {"data": await reports.list_request_logs(gateway.database, request.query)})
+    def register(self, router: AdminRouter) -> None:
+        router.add("GET", "/request-logs", self.list_logs)
+        router.add("GET", "/request-logs/queue", self.queue)  # before {id}: the first match wins
+        router.add("GET", "/request-logs/{id}", self.detail)
+        router.add("GET", "/spend", self.spend)
 
-    async def queue(request: AdminRequest) -> AdminResponse:
-        writer = gateway.writer
-        assert writer is not None
+    async def list_logs(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, {"data": await reports.list_request_logs(self._db, request.query)})
+
+    async def queue(self, request: AdminRequest) -> AdminResponse:
+        writer = self._writer
         return AdminResponse(
             200,
             {
@@ -30,23 +34,12 @@ def register(router: AdminRouter, gateway: Gateway) -> None:
             },
         )
 
-    @control_errors
-    async def detail(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, await reports.request_log_detail(gateway.database, request.params["id"]))
+    async def detail(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, await reports.request_log_detail(self._db, request.params["id"]))
 
-    @control_errors
-    async def spend(request: AdminRequest) -> AdminResponse:
+    async def spend(self, request: AdminRequest) -> AdminResponse:
         query = request.query
         return AdminResponse(
             200,
-            {
-                "data": await reports.spend_report(
-                    gateway.database, query.get("group_by", "service_account"), query
-                )
-            },
+            {"data": await reports.spend_report(self._db, query.get("group_by", "service_account"), query)},
         )
-
-    router.add("GET", "/request-logs", list_logs)
-    router.add("GET", "/request-logs/queue", queue)  # before {id}: the first match wins
-    router.add("GET", "/request-logs/{id}", detail)
-    router.add("GET", "/spend", spend)

@@ -2,76 +2,47 @@
 
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING
+from functools import partial
 
-from gateway_app.admin.router import AdminHandler, AdminRequest, AdminResponse, AdminRouter
-from gateway_app.http import HTTPError, invalid_request
-from gateway_app.provider_control import NoRouteToProbe, ProviderNotFound, RouteNotFound
-
-if TYPE_CHECKING:
-    from gateway_app.app import Gateway
+from gateway_app.admin.router import AdminRequest, AdminResponse, AdminRouter
+from gateway_app.provider_control import ProviderControl
 
 
-def _errors(handler: AdminHandler) -> AdminHandler:
-    @functools.wraps(handler)
-    async def wrapped(request: AdminRequest) -> AdminResponse:
-        try:
-            return await handler(request)
-        except ProviderNotFound as exc:
-            raise HTTPError(404, str(exc), "provider_not_found") from None
-        except RouteNotFound as exc:
-            raise HTTPError(404, str(exc), "route_not_found", param="key") from None
-        except NoRouteToProbe as exc:
-            raise HTTPError(409, str(exc), "no_route_to_probe") from None
-        except ValueError as exc:
-            raise invalid_request(str(exc), param="key") from None
+class ProvidersRoutes:
+    def __init__(self, control: ProviderControl):
+        self._control = control
 
-    return wrapped
+    def register(self, router: AdminRouter) -> None:
+        router.add("GET", "/providers", self.list_providers)
+        router.add("POST", "/providers/{name}/disable", partial(self.switch_provider, False))
+        router.add("POST", "/providers/{name}/enable", partial(self.switch_provider, True))
+        router.add("POST", "/providers/{name}/reset-circuit", self.reset_provider)
+        router.add("POST", "/providers/{name}/health-check", self.health_check)
+        router.add("POST", "/routes/disable", partial(self.switch_route, False))
+        router.add("POST", "/routes/enable", partial(self.switch_route, True))
+        router.add("POST", "/routes/reset-circuit", self.reset_route)
 
+    async def list_providers(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, {"data": self._control.describe()})
 
-def register(router: AdminRouter, gateway: Gateway) -> None:
-    control = gateway.provider_control
+    async def switch_provider(self, enabled: bool, request: AdminRequest) -> AdminResponse:
+        result = await self._control.set_provider_enabled(
+            request.params["name"], enabled, request.admin.email
+        )
+        return AdminResponse(200, result)
 
-    async def list_providers(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, {"data": control().describe()})
-
-    def provider_switch(enabled: bool):
-        @_errors
-        async def handler(request: AdminRequest) -> AdminResponse:
-            result = await control().set_provider_enabled(
-                request.params["name"], enabled, request.admin.email
-            )
-            return AdminResponse(200, result)
-
-        return handler
-
-    def route_switch(enabled: bool):
-        @_errors
-        async def handler(request: AdminRequest) -> AdminResponse:
-            key = (await request.json()).get("key")
-            return AdminResponse(200, await control().set_route_enabled(key, enabled, request.admin.email))
-
-        return handler
-
-    @_errors
-    async def reset_provider(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, await control().reset_provider(request.params["name"], request.admin.email))
-
-    @_errors
-    async def reset_route(request: AdminRequest) -> AdminResponse:
+    async def switch_route(self, enabled: bool, request: AdminRequest) -> AdminResponse:
         key = (await request.json()).get("key")
-        return AdminResponse(200, await control().reset_route(key, request.admin.email))
+        return AdminResponse(200, await self._control.set_route_enabled(key, enabled, request.admin.email))
 
-    @_errors
-    async def health_check(request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, await control().health_check(request.params["name"]))
+    async def reset_provider(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(
+            200, await self._control.reset_provider(request.params["name"], request.admin.email)
+        )
 
-    router.add("GET", "/providers", list_providers)
-    router.add("POST", "/providers/{name}/disable", provider_switch(False))
-    router.add("POST", "/providers/{name}/enable", provider_switch(True))
-    router.add("POST", "/providers/{name}/reset-circuit", reset_provider)
-    router.add("POST", "/providers/{name}/health-check", health_check)
-    router.add("POST", "/routes/disable", route_switch(False))
-    router.add("POST", "/routes/enable", route_switch(True))
-    router.add("POST", "/routes/reset-circuit", reset_route)
+    async def reset_route(self, request: AdminRequest) -> AdminResponse:
+        key = (await request.json()).get("key")
+        return AdminResponse(200, await self._control.reset_route(key, request.admin.email))
+
+    async def health_check(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, await self._control.health_check(request.params["name"]))

@@ -8,10 +8,23 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote
 
-from gateway_app.http import Headers, HTTPError, Receive, Scope, header, parse_json_object, read_body
+from gateway_app.http import (
+    Headers,
+    HTTPError,
+    Receive,
+    Scope,
+    header,
+    invalid_request,
+    parse_json,
+    parse_json_object,
+    read_body,
+)
 
 _PARAM = re.compile(r"\{(\w+)\}")
 _MAX_ADMIN_BODY = 1024 * 1024
+# Bodies read leniently (optional_json, json_value: revoke, rotate, flush, service accounts) keep
+# the smaller cap they have always had.
+_MAX_OPTIONAL_BODY = 64 * 1024
 
 
 def path_pattern(template: str) -> re.Pattern[str]:
@@ -59,7 +72,7 @@ class AdminRequest:
     receive: Receive
     params: dict[str, str]
     principal: AdminPrincipal | None = None
-    _body: dict[str, Any] | None = field(default=None, repr=False)
+    _raw: bytes | None = field(default=None, repr=False)
 
     @property
     def query(self) -> dict[str, str]:
@@ -73,15 +86,41 @@ class AdminRequest:
     def header(self, name: bytes) -> bytes | None:
         return header(self.scope, name)
 
+    async def _read(self, limit: int) -> bytes:
+        if self._raw is None:  # the body can be received once only
+            self._raw = await read_body(self.receive, limit)
+        return self._raw
+
     async def json(self) -> dict[str, Any]:
-        if self._body is None:
-            self._body = parse_json_object(await read_body(self.receive, _MAX_ADMIN_BODY))
-        return self._body
+        """The body as a JSON object: 400 when it is empty or anything else."""
+        return parse_json_object(await self._read(_MAX_ADMIN_BODY))
+
+    async def json_value(self) -> Any:
+        """The body as any JSON value (``null`` included); None when there is no body."""
+        raw = await self._read(_MAX_OPTIONAL_BODY)
+        return parse_json(raw) if raw.strip() else None
+
+    async def optional_json(self) -> dict[str, Any]:
+        """The body as a JSON object, or {} when there is none (calls whose fields are all optional)."""
+        value = await self.json_value()
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise invalid_request("request body must be a JSON object")
+        return value
 
     @property
     def admin(self) -> AdminPrincipal:
         assert self.principal is not None, "route is public but reads the principal"
         return self.principal
+
+
+def text_field(body: dict[str, Any], name: str) -> str:
+    """A required non-empty string field of a body, stripped."""
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise invalid_request(f"'{name}' is required and must be a non-empty string", param=name)
+    return value.strip()
 
 
 @dataclass
@@ -102,6 +141,12 @@ class _AdminRoute:
     public: bool
     # Allowed while the admin still has to change the first-login password.
     before_password_change: bool
+
+
+class AdminArea(Protocol):
+    """A group of admin routes (a *_routes.py class), holding only the parts of the gateway it uses."""
+
+    def register(self, router: AdminRouter) -> None: ...
 
 
 class AdminRouter:

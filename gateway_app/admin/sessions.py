@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from gateway_app.admin.router import AdminPrincipal
-from gateway_app.admin_users import password_hasher
+from gateway_app.admin.users import password_hasher
 from gateway_app.clock import now_ms
 from gateway_app.config import AuthSettings
 from gateway_app.storage import Database, Executor

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import parse_qsl
 
 from jinja2 import Environment, PackageLoader
@@ -21,8 +21,7 @@ from gateway_app.admin.cookie import SESSION_COOKIE, read_cookie
 from gateway_app.admin.origin import cross_origin_reason
 from gateway_app.admin.router import match_route, path_pattern
 from gateway_app.admin.sessions import authenticate
-from gateway_app.admin_ui import pages
-from gateway_app.admin_ui.pages import Action, Page, Redirect, UIRequest, View
+from gateway_app.admin_ui.pages import FILTERS, Action, Page, Pages, Redirect, UIRequest, View
 from gateway_app.admin_ui.security import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
@@ -30,11 +29,9 @@ from gateway_app.admin_ui.security import (
     session_csrf_token,
     tokens_match,
 )
+from gateway_app.errors import DOMAIN_ERRORS, NotFound, as_http_error
 from gateway_app.http import HTTPError, Receive, Scope, Send, read_body, send_response
-from gateway_app.keys import Conflict, NotFound
-
-if TYPE_CHECKING:
-    from gateway_app.app import Gateway
+from gateway_app.storage import Database
 
 PREFIX = "/admin"
 _HTML = b"text/html; charset=utf-8"
@@ -55,12 +52,12 @@ class _Route:
 
 
 class AdminUI:
-    def __init__(self, gateway: Gateway):
-        self._gateway = gateway
+    def __init__(self, db: Database, pages: Pages):
+        self._db = db
         self._templates = Environment(
             loader=PackageLoader("gateway_app.admin_ui", "templates"), autoescape=True, trim_blocks=True
         )
-        self._templates.filters.update(pages.FILTERS)
+        self._templates.filters.update(FILTERS)
         static = resources.files("gateway_app.admin_ui") / "static"
         self._static = {
             f"{PREFIX}/static/{f.name}": (f.read_bytes(), _STATIC_TYPES[f.name[f.name.rfind(".") :]])
@@ -69,7 +66,7 @@ class AdminUI:
         }
         self._routes = [
             _Route(method, path_pattern(PREFIX + path), access, view, action)
-            for method, path, access, view, action in pages.routes(gateway)
+            for method, path, access, view, action in pages.routes()
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,8 +84,9 @@ class AdminUI:
             result = await self._dispatch(scope, receive)
         except HTTPError as error:
             result = Page("error.html", {"error": error.message}, status=error.status)
-        except NotFound as exc:
-            result = Page("error.html", {"error": str(exc)}, status=404)
+        except NotFound as exc:  # what a page shows is gone
+            error = as_http_error(exc)
+            result = Page("error.html", {"error": error.message}, status=error.status)
         if isinstance(result, Redirect):
             await send_response(
                 send,
@@ -107,7 +105,7 @@ class AdminUI:
             raise HTTPError(403, "form refused: it was not posted from this site (Origin check)", "csrf")
         if route.access != "public":
             token = read_cookie(scope, SESSION_COOKIE)
-            request.principal = await authenticate(self._gateway.database, token) if token else None
+            request.principal = await authenticate(self._db, token) if token else None
             if request.principal is None:
                 return Redirect(f"{PREFIX}/login")
             assert token is not None
@@ -129,12 +127,9 @@ class AdminUI:
             return await route.view(request, {})
         try:
             outcome = await route.action(request)
-        except NotFound as exc:
-            outcome = {"error": str(exc), "status": 404}
-        except Conflict as exc:
-            outcome = {"error": str(exc), "status": 409}
-        except ValueError as exc:
-            outcome = {"error": str(exc), "status": 400}
+        except DOMAIN_ERRORS as exc:
+            error = as_http_error(exc)
+            outcome = {"error": error.message, "status": error.status}
         if isinstance(outcome, Redirect):
             return outcome
         page = await route.view(request, outcome)

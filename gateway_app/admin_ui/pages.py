@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from gateway_app import accounts, keys, reports
@@ -23,11 +24,12 @@ from gateway_app.admin_ui.charts import bar_chart
 from gateway_app.admin_ui.security import LOGIN_CSRF_COOKIE, new_login_csrf_token
 from gateway_app.budgets import WINDOWS
 from gateway_app.clock import now_ms
-from gateway_app.config import parse_duration
+from gateway_app.config import GatewaySettings, parse_duration
 from gateway_app.http import Headers, Scope
-
-if TYPE_CHECKING:
-    from gateway_app.app import Gateway
+from gateway_app.provider_control import ProviderControl
+from gateway_app.readiness import Readiness
+from gateway_app.request_log import RequestLogWriter
+from gateway_app.storage import Database
 
 HOUR_MS = 3_600_000
 LOG_PAGE_SIZE = 50
@@ -110,22 +112,71 @@ def _usd(value: float | None) -> str:
 FILTERS = {"utc": _utc, "usd": _usd}
 
 
-def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
-    """(method, path under /admin, access, view, action) of every page and form."""
-    settings = gateway.settings
-    ttl = settings.auth.session_ttl_seconds
-    login_limits = sessions.LoginLimits.of(settings.auth)
-    model_names = [m.name for m in settings.models]
+class Pages:
+    """Every page and form, over the parts of the started gateway they read and act through."""
 
-    def db():
-        return gateway.database
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        db: Database,
+        readiness: Readiness,
+        writer: RequestLogWriter,
+        control: ProviderControl,
+    ):
+        self._settings = settings
+        self._db = db
+        self._readiness = readiness
+        self._writer = writer
+        self._control = control
+        self._ttl = settings.auth.session_ttl_seconds
+        self._login_limits = sessions.LoginLimits.of(settings.auth)
+        self._model_names = [m.name for m in settings.models]
+
+    def routes(self) -> list[tuple[str, str, str, View, Action | None]]:
+        """(method, path under /admin, access, view, action) of every page and form."""
+        disable_account = partial(self.switch_account, True)
+        enable_account = partial(self.switch_account, False)
+        disable_provider = partial(self.switch_provider, False)
+        enable_provider = partial(self.switch_provider, True)
+        disable_route = partial(self.switch_route, False)
+        enable_route = partial(self.switch_route, True)
+        return [
+            ("GET", "", "public", self.home, None),
+            ("GET", "/", "public", self.home, None),
+            ("GET", "/login", "public", self.login_view, None),
+            ("POST", "/login", "public", self.login_view, self.login),
+            ("GET", "/password", "password", self.password_view, None),
+            ("POST", "/password", "password", self.password_view, self.change_password),
+            ("POST", "/logout", "password", self.password_view, self.logout),
+            ("GET", "/overview", "admin", self.overview_view, None),
+            ("GET", "/accounts", "admin", self.accounts_view, None),
+            ("POST", "/accounts", "admin", self.accounts_view, self.create_account),
+            ("POST", "/accounts/{name}/budget", "admin", self.accounts_view, self.set_budget),
+            ("POST", "/accounts/{name}/disable", "admin", self.accounts_view, disable_account),
+            ("POST", "/accounts/{name}/enable", "admin", self.accounts_view, enable_account),
+            ("GET", "/keys", "admin", self.keys_view, None),
+            ("POST", "/keys", "admin", self.keys_view, self.create_key),
+            ("POST", "/keys/{public_id}/revoke", "admin", self.keys_view, self.revoke_key),
+            ("POST", "/keys/{public_id}/rotate", "admin", self.keys_view, self.rotate_key),
+            ("GET", "/logs", "admin", self.logs_view, None),
+            ("GET", "/logs/{id}", "admin", self.log_detail_view, None),
+            ("GET", "/spend", "admin", self.spend_view, None),
+            ("GET", "/providers", "admin", self.providers_view, None),
+            ("POST", "/providers/{name}/disable", "admin", self.providers_view, disable_provider),
+            ("POST", "/providers/{name}/enable", "admin", self.providers_view, enable_provider),
+            ("POST", "/providers/{name}/reset-circuit", "admin", self.providers_view, self.reset_provider),
+            ("POST", "/providers/{name}/health-check", "admin", self.providers_view, self.health_check),
+            ("POST", "/routes/disable", "admin", self.providers_view, disable_route),
+            ("POST", "/routes/enable", "admin", self.providers_view, enable_route),
+            ("POST", "/routes/reset-circuit", "admin", self.providers_view, self.reset_route),
+        ]
 
     # --- login, first-login password change, logout -----------------------------------------
 
-    async def home(request: UIRequest, outcome: Outcome) -> Redirect:
+    async def home(self, request: UIRequest, outcome: Outcome) -> Redirect:
         return Redirect("/admin/overview")
 
-    async def login_view(request: UIRequest, outcome: Outcome) -> Page:
+    async def login_view(self, request: UIRequest, outcome: Outcome) -> Page:
         token = new_login_csrf_token()
         page = Page(
             "login.html",
@@ -136,15 +187,15 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
         )
         return page
 
-    async def login(request: UIRequest) -> Outcome | Redirect:
+    async def login(self, request: UIRequest) -> Outcome | Redirect:
         try:
             session = await sessions.login(
-                db(),
-                login_limits,
+                self._db,
+                self._login_limits,
                 request.field("email"),
                 request.form.get("password", [""])[0],
                 request.client_addr,
-                ttl,
+                self._ttl,
             )
         except sessions.LoginThrottled as exc:
             return {"error": str(exc), "status": 429}
@@ -157,40 +208,40 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
         return Redirect(
             target,
             [
-                session_cookie(session.token, ttl, request.scope),
+                session_cookie(session.token, self._ttl, request.scope),
                 set_cookie(LOGIN_CSRF_COOKIE, "", 0, served_over_tls(request.scope), "/admin/login"),
             ],
         )
 
-    async def password_view(request: UIRequest, outcome: Outcome) -> Page:
+    async def password_view(self, request: UIRequest, outcome: Outcome) -> Page:
         return _page(request, "password.html", "password", outcome)
 
-    async def change_password(request: UIRequest) -> Outcome | Redirect:
+    async def change_password(self, request: UIRequest) -> Outcome | Redirect:
         try:
             session = await sessions.change_password(
-                db(),
+                self._db,
                 request.admin,
                 request.form.get("current_password", [""])[0],
                 request.form.get("new_password", [""])[0],
                 request.client_addr,
-                ttl,
+                self._ttl,
             )
         except sessions.WeakPassword as exc:
             return {"error": str(exc), "status": 400}
         except sessions.InvalidCredentials:
             return {"error": "the current password is wrong", "status": 401}
-        return Redirect("/admin/overview", [session_cookie(session.token, ttl, request.scope)])
+        return Redirect("/admin/overview", [session_cookie(session.token, self._ttl, request.scope)])
 
-    async def logout(request: UIRequest) -> Redirect:
-        await sessions.logout(db(), request.admin.session_id)
+    async def logout(self, request: UIRequest) -> Redirect:
+        await sessions.logout(self._db, request.admin.session_id)
         return Redirect("/admin/login", [set_cookie(SESSION_COOKIE, "", 0, served_over_tls(request.scope))])
 
     # --- overview ----------------------------------------------------------------------------
 
-    async def overview_view(request: UIRequest, outcome: Outcome) -> Page:
-        ready, readiness = await gateway.readiness()
+    async def overview_view(self, request: UIRequest, outcome: Outcome) -> Page:
+        ready, readiness = await self._readiness.check()
         now = now_ms()
-        writer = gateway.writer
+        writer = self._writer
         return _page(
             request,
             "overview.html",
@@ -198,15 +249,15 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
             outcome,
             ready=ready,
             readiness=readiness,
-            traffic=await reports.traffic(db(), now - HOUR_MS, now),
-            logging_mode=settings.request_logging.mode,
-            queue={"depth": writer.depth, "dropped": writer.dropped} if writer else None,
-            providers=gateway.provider_control().describe(),
+            traffic=await reports.traffic(self._db, now - HOUR_MS, now),
+            logging_mode=self._settings.request_logging.mode,
+            queue={"depth": writer.depth, "dropped": writer.dropped},
+            providers=self._control.describe(),
         )
 
     # --- service accounts ---------------------------------------------------------------------
 
-    def budget_from_form(request: UIRequest) -> tuple[str, int] | None:
+    def budget_from_form(self, request: UIRequest) -> tuple[str, int] | None:
         window, limit = request.field("budget_window"), request.field("budget_limit_usd")
         if not window and not limit:
             return None
@@ -216,70 +267,69 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
             raise ValueError("budget limit must be a number of US dollars, like 25 or 12.50") from None
         return accounts.parse_budget({"window": window, "limit_usd": amount})
 
-    async def accounts_view(request: UIRequest, outcome: Outcome) -> Page:
-        listed = await accounts.list_service_accounts(db())
+    async def accounts_view(self, request: UIRequest, outcome: Outcome) -> Page:
+        listed = await accounts.list_service_accounts(self._db)
         return _page(request, "accounts.html", "accounts", outcome, accounts=listed, windows=WINDOWS)
 
-    async def create_account(request: UIRequest) -> Outcome:
+    async def create_account(self, request: UIRequest) -> Outcome:
         created = await accounts.create_service_account(
-            db(), request.field("name"), budget_from_form(request)
+            self._db, request.field("name"), self.budget_from_form(request)
         )
         return {"notice": f"service account {created['name']} created"}
 
-    async def set_budget(request: UIRequest) -> Outcome:
-        account = await accounts.set_budget(db(), request.params["name"], budget_from_form(request))
+    async def set_budget(self, request: UIRequest) -> Outcome:
+        account = await accounts.set_budget(self._db, request.params["name"], self.budget_from_form(request))
         return {"notice": f"budget of {account['name']} saved"}
 
-    def account_switch(disabled: bool) -> Action:
-        async def action(request: UIRequest) -> Outcome:
-            account = await accounts.set_disabled(db(), request.params["name"], disabled)
-            refresh = settings.auth.key_cache_refresh_seconds
-            state = "disabled: its keys stop" if disabled else "enabled: its keys work again"
-            return {"notice": f"{account['name']} {state} within {refresh:g}s on every replica"}
-
-        return action
+    async def switch_account(self, disabled: bool, request: UIRequest) -> Outcome:
+        account = await accounts.set_disabled(self._db, request.params["name"], disabled)
+        refresh = self._settings.auth.key_cache_refresh_seconds
+        state = "disabled: its keys stop" if disabled else "enabled: its keys work again"
+        return {"notice": f"{account['name']} {state} within {refresh:g}s on every replica"}
 
     # --- keys ----------------------------------------------------------------------------------
 
-    async def keys_view(request: UIRequest, outcome: Outcome) -> Page:
+    async def keys_view(self, request: UIRequest, outcome: Outcome) -> Page:
         include_revoked = request.query.get("include_revoked") == "true"
         return _page(
             request,
             "keys.html",
             "keys",
             outcome,
-            keys=await keys.list_keys(db(), include_revoked),
+            keys=await keys.list_keys(self._db, include_revoked),
             include_revoked=include_revoked,
-            account_names=[a["name"] for a in await accounts.list_service_accounts(db())],
-            models=model_names,
+            account_names=[a["name"] for a in await accounts.list_service_accounts(self._db)],
+            models=self._model_names,
             now=now_ms(),
-            refresh_seconds=settings.auth.key_cache_refresh_seconds,
+            refresh_seconds=self._settings.auth.key_cache_refresh_seconds,
         )
 
-    async def create_key(request: UIRequest) -> Outcome:
+    async def create_key(self, request: UIRequest) -> Outcome:
         grants = "all" if request.field("grant") != "some" else request.fields("models")
         expires_in = request.field("expires_in")
         secret, created = await keys.create_key(
-            db(),
+            self._db,
             request.field("service_account"),
             request.field("name"),
-            keys.validate_grants(grants, model_names),
+            keys.validate_grants(grants, self._model_names),
             parse_duration(expires_in) if expires_in else None,
         )
         return {"secret": secret, "secret_key": created, "notice": f"key gwk_{created['public_id']} created"}
 
-    async def revoke_key(request: UIRequest) -> Outcome:
-        revoked = await keys.revoke_active_key(db(), keys.normalize_public_id(request.params["public_id"]))
-        refresh = settings.auth.key_cache_refresh_seconds
+    async def revoke_key(self, request: UIRequest) -> Outcome:
+        revoked = await keys.revoke_active_key(
+            self._db, keys.normalize_public_id(request.params["public_id"])
+        )
+        refresh = self._settings.auth.key_cache_refresh_seconds
         return {
             "notice": f"key gwk_{revoked['public_id']} revoked; every replica refuses it within {refresh:g}s"
         }
 
-    async def rotate_key(request: UIRequest) -> Outcome:
+    async def rotate_key(self, request: UIRequest) -> Outcome:
         grace = request.field("revoke_old_after")
         after = parse_duration(grace) if grace else None
         secret, new, old = await keys.rotate_key(
-            db(), keys.normalize_public_id(request.params["public_id"]), after
+            self._db, keys.normalize_public_id(request.params["public_id"]), after
         )
         fate = "stays active until revoked" if after is None else f"is revoked in {grace}"
         return {
@@ -290,7 +340,7 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
 
     # --- request logs ------------------------------------------------------------------------
 
-    async def logs_view(request: UIRequest, outcome: Outcome) -> Page:
+    async def logs_view(self, request: UIRequest, outcome: Outcome) -> Page:
         filters = {
             k: v
             for k, v in request.query.items()
@@ -299,7 +349,7 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
         rows: list[dict[str, Any]] = []
         status = 200
         try:
-            rows = await reports.list_request_logs(db(), {**filters, "limit": str(LOG_PAGE_SIZE)})
+            rows = await reports.list_request_logs(self._db, {**filters, "limit": str(LOG_PAGE_SIZE)})
         except ValueError as exc:
             outcome = {**outcome, "error": str(exc)}
             status = 400
@@ -313,21 +363,21 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
             outcome,
             rows=rows,
             filters=filters,
-            account_names=[a["name"] for a in await accounts.list_service_accounts(db())],
-            models=model_names,
+            account_names=[a["name"] for a in await accounts.list_service_accounts(self._db)],
+            models=self._model_names,
             statuses=STATUS_FILTERS,
             older=older,
         )
         page.status = status
         return page
 
-    async def log_detail_view(request: UIRequest, outcome: Outcome) -> Page:
-        detail = await reports.request_log_detail(db(), request.params["id"])
+    async def log_detail_view(self, request: UIRequest, outcome: Outcome) -> Page:
+        detail = await reports.request_log_detail(self._db, request.params["id"])
         return _page(request, "log_detail.html", "logs", outcome, log=detail)
 
     # --- spend ---------------------------------------------------------------------------------
 
-    async def spend_view(request: UIRequest, outcome: Outcome) -> Page:
+    async def spend_view(self, request: UIRequest, outcome: Outcome) -> Page:
         query = request.query
         group_by = query.get("group_by", "service_account")
         measure = "requests" if query.get("measure") == "requests" else "cost_usd"
@@ -335,7 +385,7 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
         rows: list[dict[str, Any]] = []
         status = 200
         try:
-            rows = await reports.spend_report(db(), group_by, filters)
+            rows = await reports.spend_report(self._db, group_by, filters)
         except ValueError as exc:
             outcome = {**outcome, "error": str(exc)}
             status = 400
@@ -360,73 +410,32 @@ def routes(gateway: Gateway) -> list[tuple[str, str, str, View, Action | None]]:
 
     # --- providers and routes ------------------------------------------------------------------
 
-    async def providers_view(request: UIRequest, outcome: Outcome) -> Page:
+    async def providers_view(self, request: UIRequest, outcome: Outcome) -> Page:
         return _page(
             request,
             "providers.html",
             "providers",
             outcome,
-            providers=gateway.provider_control().describe(),
-            refresh_seconds=settings.resilience.state_refresh_seconds,
+            providers=self._control.describe(),
+            refresh_seconds=self._settings.resilience.state_refresh_seconds,
         )
 
-    def provider_switch(enabled: bool) -> Action:
-        async def action(request: UIRequest) -> Outcome:
-            done = await gateway.provider_control().set_provider_enabled(
-                request.params["name"], enabled, request.admin.email
-            )
-            return {"notice": f"provider {done['name']} {'enabled' if enabled else 'disabled'}"}
+    async def switch_provider(self, enabled: bool, request: UIRequest) -> Outcome:
+        done = await self._control.set_provider_enabled(request.params["name"], enabled, request.admin.email)
+        return {"notice": f"provider {done['name']} {'enabled' if enabled else 'disabled'}"}
 
-        return action
-
-    async def reset_provider(request: UIRequest) -> Outcome:
-        done = await gateway.provider_control().reset_provider(request.params["name"], request.admin.email)
+    async def reset_provider(self, request: UIRequest) -> Outcome:
+        done = await self._control.reset_provider(request.params["name"], request.admin.email)
         return {"notice": f"circuits of {done['name']} reset: {', '.join(done['reset']) or 'no routes'}"}
 
-    async def health_check(request: UIRequest) -> Outcome:
-        probe = await gateway.provider_control().health_check(request.params["name"])
+    async def health_check(self, request: UIRequest) -> Outcome:
+        probe = await self._control.health_check(request.params["name"])
         return {"probe": {"provider": request.params["name"], **probe}}
 
-    def route_switch(enabled: bool) -> Action:
-        async def action(request: UIRequest) -> Outcome:
-            done = await gateway.provider_control().set_route_enabled(
-                request.field("key"), enabled, request.admin.email
-            )
-            return {"notice": f"route {done['key']} {'enabled' if enabled else 'disabled'}"}
+    async def switch_route(self, enabled: bool, request: UIRequest) -> Outcome:
+        done = await self._control.set_route_enabled(request.field("key"), enabled, request.admin.email)
+        return {"notice": f"route {done['key']} {'enabled' if enabled else 'disabled'}"}
 
-        return action
-
-    async def reset_route(request: UIRequest) -> Outcome:
-        done = await gateway.provider_control().reset_route(request.field("key"), request.admin.email)
+    async def reset_route(self, request: UIRequest) -> Outcome:
+        done = await self._control.reset_route(request.field("key"), request.admin.email)
         return {"notice": f"circuit of route {done['key']} reset"}
-
-    return [
-        ("GET", "", "public", home, None),
-        ("GET", "/", "public", home, None),
-        ("GET", "/login", "public", login_view, None),
-        ("POST", "/login", "public", login_view, login),
-        ("GET", "/password", "password", password_view, None),
-        ("POST", "/password", "password", password_view, change_password),
-        ("POST", "/logout", "password", password_view, logout),
-        ("GET", "/overview", "admin", overview_view, None),
-        ("GET", "/accounts", "admin", accounts_view, None),
-        ("POST", "/accounts", "admin", accounts_view, create_account),
-        ("POST", "/accounts/{name}/budget", "admin", accounts_view, set_budget),
-        ("POST", "/accounts/{name}/disable", "admin", accounts_view, account_switch(True)),
-        ("POST", "/accounts/{name}/enable", "admin", accounts_view, account_switch(False)),
-        ("GET", "/keys", "admin", keys_view, None),
-        ("POST", "/keys", "admin", keys_view, create_key),
-        ("POST", "/keys/{public_id}/revoke", "admin", keys_view, revoke_key),
-        ("POST", "/keys/{public_id}/rotate", "admin", keys_view, rotate_key),
-        ("GET", "/logs", "admin", logs_view, None),
-        ("GET", "/logs/{id}", "admin", log_detail_view, None),
-        ("GET", "/spend", "admin", spend_view, None),
-        ("GET", "/providers", "admin", providers_view, None),
-        ("POST", "/providers/{name}/disable", "admin", providers_view, provider_switch(False)),
-        ("POST", "/providers/{name}/enable", "admin", providers_view, provider_switch(True)),
-        ("POST", "/providers/{name}/reset-circuit", "admin", providers_view, reset_provider),
-        ("POST", "/providers/{name}/health-check", "admin", providers_view, health_check),
-        ("POST", "/routes/disable", "admin", providers_view, route_switch(False)),
-        ("POST", "/routes/enable", "admin", providers_view, route_switch(True)),
-        ("POST", "/routes/reset-circuit", "admin", providers_view, reset_route),
-    ]

@@ -64,7 +64,7 @@ async def test_revoked_key_is_refused_after_the_cache_refresh(gateway: InProcess
     assert (await gateway.client.get("/v1/models", headers=auth(key))).status_code == 200
     revoked = await gateway.client.post(f"/admin/api/keys/{public_id}/revoke", headers=admin)
     assert revoked.status_code == 200, revoked.text
-    await gateway.app.gateway.keys.refresh()  # what the background loop does every refresh interval
+    await gateway.app.gateway.started.keys.refresh()  # what the background loop does every refresh interval
     assert (await gateway.client.get("/v1/models", headers=auth(key))).status_code == 401
 
 

@@ -22,11 +22,11 @@ async def test_a_reload_waits_for_the_writer_and_counts_each_commit_once(
     config = sqlite_config(tmp_path)
     config["service_accounts"][0]["budget"] = {"window": "daily", "limit_usd": 1.0}
     gateway = await start_gateway(config)
-    budgets = gateway.app.gateway.budgets
+    budgets = gateway.app.gateway.started.budgets
     await budgets.refresh()  # the seeded budget, without waiting for the periodic reload
 
-    db = gateway.app.gateway.db
-    writer = gateway.app.gateway.writer
+    db = gateway.app.gateway.started.db
+    writer = gateway.app.gateway.started.writer
     async with budgets.settling():
         for _ in range(5):
             response = await gateway.client.post("/v1/chat/completions", json=CHAT, headers=auth(SEED_KEY))

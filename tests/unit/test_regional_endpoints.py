@@ -145,7 +145,7 @@ async def test_faster_endpoint_failing_the_other_serves_without_client_errors(
     assert [(e["region"], e["circuit"]) for e in multi["endpoints"]] == [("us", "open"), ("eu", "closed")]
     assert "HTTP 500" in multi["endpoints"][0]["last_error"] and multi["endpoints"][1]["latency_ms"] >= 200
     # The route itself never failed: its circuit stays closed.
-    route = gateway.app.gateway.router.routes_by_key["regional/multi/fake-1"]
+    route = gateway.app.gateway.started.router.routes_by_key["regional/multi/fake-1"]
     assert route.health.state == "closed" and route.health.failures_total == 0
 
 

@@ -61,11 +61,11 @@ async def _until(call, done, timeout: float = 15.0):
 
 
 async def _ledger(gw: InProcessGateway) -> list[dict[str, Any]]:
-    writer = gw.app.gateway.writer
+    writer = gw.app.gateway.started.writer
     assert writer is not None
     while await writer.flush():
         pass
-    rows = await gw.app.gateway.database.fetch(
+    rows = await gw.app.gateway.started.db.fetch(
         "SELECT provider, upstream_model, prompt_tokens, completion_tokens, cost_micros, pricing_status "
         "FROM usage_cost_events ORDER BY id"
     )
@@ -119,7 +119,7 @@ async def test_a_hit_writes_a_ledger_row_at_zero_cost_named_cache(cached) -> Non
         "cost_micros": 0,
         "pricing_status": "priced",
     }
-    logs = await gw.app.gateway.database.fetch("SELECT provider, status_code FROM request_logs ORDER BY id")
+    logs = await gw.app.gateway.started.db.fetch("SELECT provider, status_code FROM request_logs ORDER BY id")
     assert [(r["provider"], r["status_code"]) for r in logs] == [("fake", 200), (CACHE_PROVIDER, 200)]
 
 
@@ -131,7 +131,7 @@ async def test_entries_expire_after_their_ttl(cached, monkeypatch: pytest.Monkey
     monkeypatch.setattr("gateway_app.response_cache.time.monotonic", lambda: later)
     assert (await _chat(gw, CHAT)).headers["x-gateway-cache"] == "miss"
     assert upstream.requests == 2
-    assert gw.app.gateway.response_cache.stats["cached-1"].expired == 1
+    assert gw.app.gateway.started.response_cache.stats["cached-1"].expired == 1
 
 
 async def test_entries_are_never_shared_across_service_accounts(cached) -> None:
@@ -189,7 +189,7 @@ async def test_errors_streams_and_sampling_requests_are_not_cached(cached) -> No
     # no-cache: skip the lookup, store the fresh answer.
     refreshed = await _chat(gw, CHAT, **{"Cache-Control": "no-cache"})
     assert refreshed.headers["x-gateway-cache"] == "miss"
-    stats = gw.app.gateway.response_cache.stats["cached-1"]
+    stats = gw.app.gateway.started.response_cache.stats["cached-1"]
     assert stats.bypassed == {"sampled": 4, "stream": 1, "no_store": 1} and stats.hits == 0
     # Nothing to do for a model without `cache`: no header, no lookup.
     echo = await _chat(gw, {"model": "echo-1", "messages": CHAT["messages"], "temperature": 0})
@@ -208,8 +208,8 @@ async def test_sampled_opt_in_caches_sampling_requests(
 
 
 async def test_no_cache_state_at_all_when_no_model_opts_in(gateway: InProcessGateway) -> None:
-    assert gateway.app.gateway.response_cache is None
-    assert gateway.app.gateway.data_plane._cache is None  # the data plane skips every cache step
+    assert gateway.app.gateway.started.response_cache is None
+    assert gateway.app.gateway.started.data_plane._cache is None  # the data plane skips every cache step
     answer = await _chat(gateway, {"model": "echo-1", "messages": CHAT["messages"], "temperature": 0})
     assert answer.status_code == 200 and "x-gateway-cache" not in answer.headers
     assert "gateway_cache_" not in (await gateway.client.get("/metrics")).text
@@ -230,7 +230,7 @@ async def test_an_account_out_of_budget_is_refused_even_for_a_cached_answer(cach
         json={"window": "daily", "limit_usd": 0.000001},
     )
     assert set_budget.status_code == 200, set_budget.text
-    budgets = gw.app.gateway.budgets
+    budgets = gw.app.gateway.started.budgets
     assert budgets is not None
     answer = await _until(lambda: _chat(gw, CHAT), lambda a: a.status_code != 200)
     assert answer.status_code == 429 and answer.json()["error"]["code"] == "budget_exceeded"
