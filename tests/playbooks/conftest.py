@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +213,30 @@ class Deployment:
         return subprocess.run(
             [str(self.root / "bin" / "gateway"), *args], capture_output=True, text=True, env=env, timeout=60
         )
+
+    def lb_servers(self) -> dict[str, str]:
+        """haproxy backend server -> status (UP, DOWN, MAINT, ...), from its runtime API."""
+        done = subprocess.run(
+            ["socat", "stdio", f"unix-connect:{self.root / 'run' / 'haproxy.sock'}"],
+            input="show stat\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        rows = [line.split(",") for line in done.stdout.splitlines() if line and not line.startswith("#")]
+        return {
+            row[1]: row[17] for row in rows if row[0] == "gateway" and row[1] not in ("BACKEND", "FRONTEND")
+        }
+
+    def wait_in_rotation(self, timeout: float = 60) -> None:
+        """Until haproxy has every instance UP: a test that made them unready (a schema from the
+        future, a stopped instance) hands the shared deployment on serving, and a load test
+        starts from a deployment that serves rather than from the last test's leftovers."""
+        wanted = {i["name"]: "UP" for i in self.instances}
+        deadline = time.monotonic() + timeout
+        while (servers := self.lb_servers()) != wanted:
+            assert time.monotonic() < deadline, (f"haproxy servers {servers}, not {wanted}", self.lb_events())
+            time.sleep(0.2)
 
     def lb_events(self, limit: int = 40) -> list[str]:
         """haproxy's server state changes and its answers other than 200, from its log: what

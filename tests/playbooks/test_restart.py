@@ -27,6 +27,7 @@ def _process_start_times(deployment: Deployment) -> dict[str, float]:
 def test_rolling_restart_under_load_fails_no_request(local_deployment: Deployment) -> None:
     before = _process_start_times(local_deployment)
     key = local_deployment.secrets()["GATEWAY_SEED_KEY"]
+    local_deployment.wait_in_rotation()
     with LoadGenerator(local_deployment.url, key) as load:
         result = local_deployment.ok("restart.yml")
     print(f"\nrolling restart: sent={load.sent} failed={load.failed}")

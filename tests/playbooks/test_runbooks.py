@@ -235,6 +235,8 @@ def test_migration_recovery_other_error_changes_nothing(local_deployment: Deploy
     with sqlite_connect(local_deployment) as db:
         assert db.execute("SELECT count(*) FROM schema_migrations WHERE version = 99").fetchone()[0] == 1
         db.execute("DELETE FROM schema_migrations WHERE version = 99")
+    # The instances answered /readyz 503 meanwhile and haproxy took them out: hand on a serving one.
+    local_deployment.wait_in_rotation()
 
 
 def test_migration_recovery_reset_only_with_confirmation(local_deployment: Deployment) -> None:

@@ -34,19 +34,6 @@ def _supervised(deployment: Deployment) -> dict[str, str]:
     }
 
 
-def _lb_servers(deployment: Deployment) -> dict[str, str]:
-    """haproxy backend server -> status, from its runtime API."""
-    done = subprocess.run(
-        ["socat", "stdio", f"unix-connect:{deployment.root / 'run' / 'haproxy.sock'}"],
-        input="show stat\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    rows = [line.split(",") for line in done.stdout.splitlines() if line and not line.startswith("#")]
-    return {row[1]: row[17] for row in rows if row[0] == "gateway" and row[1] not in ("BACKEND", "FRONTEND")}
-
-
 def _configured_servers(deployment: Deployment) -> list[str]:
     text = (deployment.root / "etc" / "haproxy.cfg").read_text()
     return re.findall(r"^\s+server (\S+) ", text, re.M)
@@ -80,6 +67,7 @@ def test_scale_up_then_down_under_load_fails_no_request(local_deployment: Deploy
     before = {i["name"]: _start_time(i["port"]) for i in base}
     key = local_deployment.secrets()["GATEWAY_SEED_KEY"]
 
+    local_deployment.wait_in_rotation()
     with LoadGenerator(local_deployment.url, key) as load:
         up = local_deployment.ok("scale.yml", gateway_instances=[*base, third])
         sent_at_up = load.sent
@@ -90,7 +78,7 @@ def test_scale_up_then_down_under_load_fails_no_request(local_deployment: Deploy
         served_by_c = _chat_served(third["port"])
         supervised_up, lb_up, configured_up = (
             _supervised(local_deployment),
-            _lb_servers(local_deployment),
+            local_deployment.lb_servers(),
             _configured_servers(local_deployment),
         )
         down = local_deployment.ok("scale.yml", gateway_instances=base)
@@ -120,7 +108,7 @@ def test_scale_up_then_down_under_load_fails_no_request(local_deployment: Deploy
         "after": ["a", "b"],
     }
     assert _supervised(local_deployment) == {"gateway-a": "RUNNING", "gateway-b": "RUNNING"}
-    assert _lb_servers(local_deployment) == {"a": "UP", "b": "UP"}
+    assert local_deployment.lb_servers() == {"a": "UP", "b": "UP"}
     assert _configured_servers(local_deployment) == ["a", "b"]
     assert not (local_deployment.root / "etc" / "instances" / "c.yaml").exists()
     with pytest.raises(httpx.ConnectError):
@@ -140,7 +128,7 @@ def test_scale_is_idempotent_and_check_mode_changes_nothing(local_deployment: De
     assert _scale_report(checked.output)["added"] == ["d"]
     assert "+    server d 127.0.0.1:" in checked.output  # the haproxy.cfg diff it would write
     assert _supervised(local_deployment) == {"gateway-a": "RUNNING", "gateway-b": "RUNNING"}
-    assert _lb_servers(local_deployment) == {"a": "UP", "b": "UP"}
+    assert local_deployment.lb_servers() == {"a": "UP", "b": "UP"}
     assert _configured_servers(local_deployment) == ["a", "b"]
 
 
@@ -156,8 +144,8 @@ def test_incident_error_rate_adds_capacity_through_the_scale_steps(local_deploym
     try:
         result = local_deployment.ok("incident_error_rate.yml", scale=True, gateway_instances=[*base, third])
         assert _scale_report(result.output)["added"] == ["c"]
-        assert _lb_servers(local_deployment) == {"a": "UP", "b": "UP", "c": "UP"}
+        assert local_deployment.lb_servers() == {"a": "UP", "b": "UP", "c": "UP"}
         assert _chat_served(third["port"]) >= 0  # its /metrics answer: it runs
     finally:
         local_deployment.ok("scale.yml", gateway_instances=base)
-    assert _lb_servers(local_deployment) == {"a": "UP", "b": "UP"}
+    assert local_deployment.lb_servers() == {"a": "UP", "b": "UP"}

@@ -31,6 +31,7 @@ def deployment(local_deployment: Deployment) -> Deployment:
 
 def test_upgrade_with_a_migration_under_load_fails_no_request(deployment: Deployment) -> None:
     key = deployment.secrets()["GATEWAY_SEED_KEY"]
+    deployment.wait_in_rotation()
     with LoadGenerator(deployment.url, key) as load:
         deployment.ok("upgrade.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_V2]))
     print(f"\nzero-failure upgrade {RELEASE_V1} -> {RELEASE_V2}: sent={load.sent} failed={load.failed}")
