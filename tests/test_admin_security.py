@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from gateway_app import keys, migrations
 from gateway_app.cli import EXIT_ERROR
 from gateway_app.keys import KeyCache, generate_key
-from gateway_app.storage import connect
+from gateway_app.storage import Database, connect
 from tests.conftest import ADMIN_PASSWORD, BASE_ENV, SEED_KEY, backend_of, base_config
 from tests.support.admin import ADMIN_EMAIL, AdminClient, bearer, login
 from tests.support.processes import run_cli, wait_until
@@ -315,7 +317,9 @@ class _CountingDatabase:
         return attribute
 
 
-async def test_key_cache_queries_for_unknown_ids_are_bounded(db_url) -> None:
+@asynccontextmanager
+async def _loaded_cache(db_url: str) -> AsyncIterator[tuple[Database, _CountingDatabase, KeyCache]]:
+    """A migrated database, a query counter over it, and a KeyCache loaded from it."""
     database = await connect(db_url)
     try:
         await migrations.apply(database)
@@ -323,6 +327,13 @@ async def test_key_cache_queries_for_unknown_ids_are_bounded(db_url) -> None:
         cache = KeyCache(counting, refresh_seconds=60)
         await cache.refresh()
         counting.queries = 0
+        yield database, counting, cache
+    finally:
+        await database.close()
+
+
+async def test_key_cache_queries_for_unknown_ids_are_bounded(db_url) -> None:
+    async with _loaded_cache(db_url) as (database, counting, cache):
         forged = [generate_key() for _ in range(500)]
         for key in forged:
             assert await cache.authenticate(key) is None
@@ -338,29 +349,19 @@ async def test_key_cache_queries_for_unknown_ids_are_bounded(db_url) -> None:
         await keys.insert_key(database, real, "real", account)
         await cache.refresh()
         assert await cache.authenticate(real) is not None
-    finally:
-        await database.close()
 
 
 async def test_a_burst_with_a_key_not_loaded_yet_shares_one_lookup(db_url) -> None:
     """A key made on another replica moments ago, then 300 requests at once: one query, all in."""
-    database = await connect(db_url)
-    try:
-        await migrations.apply(database)
-        counting = _CountingDatabase(database)
-        cache = KeyCache(counting, refresh_seconds=60)
-        await cache.refresh()
+    async with _loaded_cache(db_url) as (database, counting, cache):
         account = await keys.ensure_service_account(database, "burst-test")
         fresh = generate_key()
-        await keys.insert_key(database, fresh, "fresh", account)
-        counting.queries = 0
+        await keys.insert_key(database, fresh, "fresh", account)  # not through the counter
         identities = await asyncio.gather(*(cache.authenticate(fresh) for _ in range(300)))
         assert all(i is not None and i.name == "fresh" for i in identities)
         assert counting.queries == 1
         assert cache.lookups["found"] == 1 and cache.lookups["joined"] == 299
         assert cache.lookups["limited"] == 0
-    finally:
-        await database.close()
 
 
 class _HungDatabase:
