@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from filelock import FileLock
 
 from tests.support.processes import REPO, free_port
@@ -32,6 +33,8 @@ from tests.support.processes import REPO, free_port
 PLAYBOOKS = REPO / "playbooks"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 LOCAL_INVENTORY = PLAYBOOKS / "inventories" / "local"
+# The load balancer's backend and runtime socket, as its role names them (one owner).
+_LB_DEFAULTS = yaml.safe_load((PLAYBOOKS / "roles" / "loadbalancer" / "defaults" / "main.yml").read_text())
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 RELEASE_V1, RELEASE_V2, RELEASE_BROKEN = "0.90.1", "0.90.2", "0.90.3"
@@ -214,10 +217,14 @@ class Deployment:
             [str(self.root / "bin" / "gateway"), *args], capture_output=True, text=True, env=env, timeout=60
         )
 
+    @property
+    def lb_socket(self) -> str:
+        return _LB_DEFAULTS["lb_socket"].replace("{{ gateway_root }}", str(self.root))
+
     def lb_servers(self) -> dict[str, str]:
         """haproxy backend server -> status (UP, DOWN, MAINT, ...), from its runtime API."""
         done = subprocess.run(
-            ["socat", "stdio", f"unix-connect:{self.root / 'run' / 'haproxy.sock'}"],
+            ["socat", "stdio", f"unix-connect:{self.lb_socket}"],
             input="show stat\n",
             capture_output=True,
             text=True,
