@@ -16,7 +16,7 @@ from ansible.plugins.strategy.linear import StrategyModule as LinearStrategy
 from ansible.utils.display import Display
 
 try:
-    import ansible_mitogen.loaders  # noqa: F401  (before .strategy, as Mitogen's own entry does)
+    import ansible_mitogen.loaders  # before .strategy, as Mitogen's own entry does
     import ansible_mitogen.strategy
 except ImportError:
     Display().warning(

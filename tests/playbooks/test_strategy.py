@@ -1,0 +1,57 @@
+"""The runbooks' strategy (playbooks/strategy_plugins/mitogen_linear.py, named by ansible.cfg):
+modules run in Mitogen's interpreter when Mitogen is installed, and in Ansible's own way, with a
+warning, when it is not. Real ansible-playbook runs of a one-task probe on localhost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.playbooks.conftest import ANSIBLE_PLAYBOOK, PLAYBOOKS
+
+pytestmark = pytest.mark.slow
+
+# The module's parent process: Mitogen's interpreter titles itself "...(mitogen:user@host:pid)".
+_PROBE = """
+- name: Which process runs the modules
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: The command module's parent
+      ansible.builtin.shell: "tr '\\\\0' ' ' < /proc/$PPID/cmdline"
+      changed_when: false
+"""
+
+
+def _probe(tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    playbook = tmp_path / "probe.yml"
+    playbook.write_text(_PROBE)
+    # No ansible_python_interpreter: the one in ansible.cfg is what an inventory gets by default.
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-v", "-i", "localhost,", "-c", "local", str(playbook)],
+        env={**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_modules_run_in_mitogens_interpreter(tmp_path: Path) -> None:
+    done = _probe(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(mitogen:" in done.stdout
+    assert "Mitogen is not installed" not in done.stdout + done.stderr
+
+
+def test_without_mitogen_the_run_is_ansibles_linear_with_a_warning(tmp_path: Path) -> None:
+    # An ansible_mitogen that cannot be imported, first on the path: as if it were not installed.
+    hidden = tmp_path / "hidden" / "ansible_mitogen"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    done = _probe(tmp_path, {"PYTHONPATH": str(hidden.parent)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Mitogen is not installed" in done.stdout + done.stderr
+    assert "(mitogen:" not in done.stdout
