@@ -4,8 +4,11 @@
 # exists are reused, never restarted or rebuilt. docs/docker.md explains the choices.
 #
 #   - Debian packages docker.io, docker-compose, debootstrap: installed when missing (root).
-#   - dockerd --iptables=false --bridge=none --storage-driver=vfs: started when no engine
+#   - dockerd --iptables=false --bridge=none --storage-driver=overlay2: started when no engine
 #     answers (root; otherwise the exact command to run is printed and the script exits 2).
+#     overlay2 when the kernel mounts an overlay on the engine's data filesystem, else vfs:
+#     on vfs every container start and build step copies the whole image (here 6 s against
+#     0.5 s per `docker run` on an idle machine, minutes on a busy one).
 #   - local/python:3.11-bookworm: debootstrap --variant=minbase bookworm from the mirror apt
 #     uses, python3 + venv + CA certificates, imported with `docker import`.
 set -euo pipefail
@@ -13,10 +16,35 @@ set -euo pipefail
 BASE_IMAGE="${BASE_IMAGE:-local/python:3.11-bookworm}"
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 ENGINE_WAIT_SECONDS="${ENGINE_WAIT_SECONDS:-60}"
-DOCKERD_CMD=(dockerd --iptables=false --bridge=none --storage-driver=vfs)
+# dockerd's default --data-root: where the storage driver keeps images and containers.
+DOCKER_DATA_ROOT=/var/lib/docker
 
 say() { echo "docker_engine: $*" >&2; }
 is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# overlay2 if an overlay mounts on the filesystem that holds the engine's data, else vfs.
+# Without root nothing can be probed: overlay2, the usual answer (the message names vfs too).
+storage_driver() {
+  local probe parent
+  if ! is_root; then
+    echo overlay2
+    return
+  fi
+  parent="$DOCKER_DATA_ROOT"
+  while [ ! -d "$parent" ]; do parent="$(dirname "$parent")"; done
+  if probe="$(mktemp -d "$parent/.overlay-probe.XXXXXX" 2>/dev/null)"; then
+    mkdir "$probe"/{lower,upper,work,merged}
+    if mount -t overlay overlay -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" \
+      "$probe/merged" 2>/dev/null; then
+      umount "$probe/merged"
+      rm -rf "$probe"
+      echo overlay2
+      return
+    fi
+    rm -rf "$probe"
+  fi
+  echo vfs
+}
 engine_answers() { timeout 20 docker info >/dev/null 2>&1; }
 
 need=()
@@ -35,9 +63,11 @@ fi
 if engine_answers; then
   say "engine answers docker info: reusing it"
 else
+  DOCKERD_CMD=(dockerd --iptables=false --bridge=none --storage-driver="$(storage_driver)")
   if ! is_root; then
     say "no Docker engine answers docker info; start one as root with:"
     say "  ${DOCKERD_CMD[*]} >>$DOCKERD_LOG 2>&1 &"
+    say "(--storage-driver=vfs where the kernel refuses overlay mounts)"
     exit 2
   fi
   say "starting ${DOCKERD_CMD[*]} (log: $DOCKERD_LOG)"

@@ -35,4 +35,5 @@ def test_without_root_it_prints_the_command_to_run_and_fails() -> None:
     )
     assert run.returncode == 2
     assert "no Docker engine answers docker info; start one as root with:" in run.stderr
-    assert "dockerd --iptables=false --bridge=none --storage-driver=vfs" in run.stderr
+    assert "dockerd --iptables=false --bridge=none --storage-driver=overlay2" in run.stderr
+    assert "--storage-driver=vfs where the kernel refuses overlay mounts" in run.stderr

@@ -40,6 +40,10 @@ _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\
 RELEASE_V1, RELEASE_V2, RELEASE_BROKEN = "0.90.1", "0.90.2", "0.90.3"
 # Never ready either, with an additive migration: the failed upgrade must not restore.
 RELEASE_BROKEN_ADDITIVE = "0.90.4"
+# gateway_ready_timeout for an upgrade to a never-ready release: the rollback starts after this
+# wait, so it is short. Every other run keeps the role's default: a gateway that starts while the
+# machine is loaded (the suite's first deployments, all at once) can take 20 s to listen.
+NEVER_READY_TIMEOUT = 12
 # The tables the test migrations create (breaking in v2 and v3, additive in the fourth).
 BREAKING_TABLE, ADDITIVE_TABLE = "runbook_upgrade_marker", "runbook_additive_marker"
 # Appended to gateway_app/app.py in the broken release: it starts but never gets ready.
@@ -171,7 +175,6 @@ class Deployment:
             "gateway_instances": self.instances,
             "gateway_wheelhouse": str(releases.wheelhouse),
             "gateway_pip_offline": True,
-            "gateway_ready_timeout": 12,
             "gateway_shutdown_grace_seconds": 5,
             "gateway_key_cache_refresh_seconds": 0.5,
             **(extra or {}),

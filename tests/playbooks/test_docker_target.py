@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.playbooks.conftest import (
+    NEVER_READY_TIMEOUT,
     PLAYBOOKS,
     RELEASE_BROKEN,
     RELEASE_V1,
@@ -187,7 +188,9 @@ def test_upgrade_under_load_fails_no_request(deployment: DockerDeployment) -> No
 
 
 def test_broken_image_is_rolled_back_automatically(deployment: DockerDeployment) -> None:
-    result = deployment.run("upgrade.yml", gateway_version=RELEASE_BROKEN)
+    result = deployment.run(
+        "upgrade.yml", gateway_version=RELEASE_BROKEN, gateway_ready_timeout=NEVER_READY_TIMEOUT
+    )
     assert result.rc != 0
     rolled_back = f"Upgrade {RELEASE_V2} -> {RELEASE_BROKEN} FAILED and was rolled back to {RELEASE_V2}"
     assert rolled_back in result.output

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.playbooks.conftest import (
+    NEVER_READY_TIMEOUT,
     RELEASE_BROKEN,
     RELEASE_V1,
     RELEASE_V2,
@@ -45,7 +46,11 @@ def test_upgrade_with_a_migration_under_load_fails_no_request(deployment: Deploy
 
 
 def test_broken_release_is_rolled_back_automatically(deployment: Deployment) -> None:
-    result = deployment.run("upgrade.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_BROKEN]))
+    result = deployment.run(
+        "upgrade.yml",
+        gateway_wheel=str(deployment.releases.wheels[RELEASE_BROKEN]),
+        gateway_ready_timeout=NEVER_READY_TIMEOUT,
+    )
     assert result.rc != 0
     assert (
         f"Upgrade {RELEASE_V2} -> {RELEASE_BROKEN} FAILED and was rolled back to {RELEASE_V2}"
