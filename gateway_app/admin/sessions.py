@@ -10,6 +10,7 @@ holds for parallel guesses and across replicas too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -29,8 +30,6 @@ THROTTLE_WINDOW_MS = 15 * 60 * 1000
 KNOWN_ADDRESS_MS = 30 * 24 * 3600 * 1000
 MAX_EMAIL_LENGTH = 320
 MIN_PASSWORD_LENGTH = 12
-# Verified against when the account does not exist, so timing does not reveal which emails exist.
-_DUMMY_HASH = password_hasher.hash("not-a-real-password")
 
 
 class LoginThrottled(Exception):
@@ -63,12 +62,24 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def _verify(password_hash: str, password: str) -> bool:
-    # argon2 is deliberately slow (tens of ms): keep it off the event loop.
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so timing does not reveal which emails
+    exist. Made on first use, in the verifying thread: argon2 costs ~0.1 s, not worth paying at
+    every process start (the CLI and each instance import this module)."""
+    return password_hasher.hash("not-a-real-password")
+
+
+def _verify_blocking(password_hash: str | None, password: str) -> bool:
     try:
-        return await asyncio.to_thread(password_hasher.verify, password_hash, password)
+        return password_hasher.verify(password_hash or _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def _verify(password_hash: str | None, password: str) -> bool:
+    # argon2 is deliberately slow (tens of ms): keep it off the event loop.
+    return await asyncio.to_thread(_verify_blocking, password_hash, password)
 
 
 @dataclass(frozen=True)
@@ -211,7 +222,7 @@ async def login(
     row = await db.fetchrow(
         "SELECT id, password_hash, must_change_password, disabled FROM admin_users WHERE email = $1", email
     )
-    valid = await _verify(row["password_hash"] if row else _DUMMY_HASH, password)
+    valid = await _verify(row["password_hash"] if row else None, password)
     if row is None or not valid or row["disabled"]:
         raise InvalidCredentials()
     await _give_back_slots(db, limits, at)
