@@ -39,6 +39,13 @@ def test_deploy_serves_through_the_load_balancer(deployed: Deployment) -> None:
     assert admin.status_code == 200
 
 
+def test_the_offline_release_is_installed_by_uv(deployed: Deployment) -> None:
+    # The local inventory names the controller's uv; uv writes its version into the venv's
+    # pyvenv.cfg, `python -m venv` (pip's path, test_postgres.py) does not.
+    pyvenv = deployed.root / "releases" / RELEASE_V1 / "venv" / "pyvenv.cfg"
+    assert "\nuv = " in pyvenv.read_text()
+
+
 def test_second_run_changes_nothing(deployed: Deployment) -> None:
     again = deployed.ok("deploy.yml", gateway_wheel=str(deployed.releases.wheels[RELEASE_V1]))
     assert again.recap["changed"] == 0, again.output[-4000:]

@@ -63,6 +63,8 @@ def pg_deployment(
     )
     url = pg_server.url.rsplit("/", 1)[0] + "/gateway"
     deployment = deployment_factory(
+        # pip's install path (the local inventory's uv installs every other test release)
+        gateway_uv="",
         gateway_database_backend="postgres",
         gateway_postgres_url=url,
         gateway_otel_endpoint=collector.url,
@@ -98,6 +100,11 @@ def _psql(deployment: Deployment, sql: str) -> str:
     return subprocess.run(
         ["psql", "-At", "-d", url, "-c", sql], capture_output=True, text=True, check=True
     ).stdout
+
+
+def test_pip_installs_the_release_when_no_uv_is_named(pg_deployment: Deployment) -> None:
+    pyvenv = (pg_deployment.root / "current" / "venv" / "pyvenv.cfg").read_text()
+    assert "\nuv = " not in pyvenv and "home = " in pyvenv
 
 
 def test_backup_restore_round_trip(pg_deployment: Deployment) -> None:
