@@ -47,6 +47,28 @@ storage_driver() {
   echo vfs
 }
 engine_answers() { timeout 20 docker info >/dev/null 2>&1; }
+dockerd_cmd() { DOCKERD_CMD=(dockerd --iptables=false --bridge=none --storage-driver="$1"); }
+
+# Returns 1 when dockerd exits before answering (its log's tail printed), so that an overlay2
+# the probe accepted but dockerd refuses still ends on vfs; exits 2 when it never answers.
+start_engine() {
+  say "starting ${DOCKERD_CMD[*]} (log: $DOCKERD_LOG)"
+  nohup "${DOCKERD_CMD[@]}" >>"$DOCKERD_LOG" 2>&1 &
+  dockerd_pid=$!
+  deadline=$((SECONDS + ENGINE_WAIT_SECONDS))
+  until engine_answers; do
+    if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+      say "dockerd exited before answering; last lines of $DOCKERD_LOG:"
+      tail -n 20 "$DOCKERD_LOG" >&2
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      say "dockerd (pid $dockerd_pid) did not answer docker info within ${ENGINE_WAIT_SECONDS}s; see $DOCKERD_LOG"
+      exit 2
+    fi
+    sleep 1
+  done
+}
 
 need=()
 for pkg in docker.io docker-compose debootstrap; do
@@ -64,7 +86,8 @@ fi
 if engine_answers; then
   say "engine answers docker info: reusing it"
 else
-  DOCKERD_CMD=(dockerd --iptables=false --bridge=none --storage-driver="$(storage_driver)")
+  driver="$(storage_driver)"
+  dockerd_cmd "$driver"
   if ! is_root; then
     say "no Docker engine answers docker info; start one as root with:"
     say "  ${DOCKERD_CMD[*]} >>$DOCKERD_LOG 2>&1 &"
@@ -72,30 +95,10 @@ else
     exit 2
   fi
   mkdir -p "$(dirname "$DOCKERD_LOG")"
-  # Returns 1 when dockerd exits before answering (its log's tail printed), so that an overlay2
-  # the probe accepted but dockerd refuses still ends on vfs; exits 2 when it never answers.
-  start_engine() {
-    say "starting ${DOCKERD_CMD[*]} (log: $DOCKERD_LOG)"
-    nohup "${DOCKERD_CMD[@]}" >>"$DOCKERD_LOG" 2>&1 &
-    dockerd_pid=$!
-    deadline=$((SECONDS + ENGINE_WAIT_SECONDS))
-    until engine_answers; do
-      if ! kill -0 "$dockerd_pid" 2>/dev/null; then
-        say "dockerd exited before answering; last lines of $DOCKERD_LOG:"
-        tail -n 20 "$DOCKERD_LOG" >&2
-        return 1
-      fi
-      if [ "$SECONDS" -ge "$deadline" ]; then
-        say "dockerd (pid $dockerd_pid) did not answer docker info within ${ENGINE_WAIT_SECONDS}s; see $DOCKERD_LOG"
-        exit 2
-      fi
-      sleep 1
-    done
-  }
   if ! start_engine; then
-    [ "${DOCKERD_CMD[-1]}" = "--storage-driver=vfs" ] && exit 2
+    [ "$driver" = vfs ] && exit 2
     say "retrying on the vfs storage driver"
-    DOCKERD_CMD=(dockerd --iptables=false --bridge=none --storage-driver=vfs)
+    dockerd_cmd vfs
     start_engine || exit 2
   fi
   say "engine started (pid $dockerd_pid)"

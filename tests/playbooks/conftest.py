@@ -28,13 +28,13 @@ import pytest
 import yaml
 from filelock import FileLock
 
+from tests.support.ansible_yaml import PLAYBOOKS, ROLES
 from tests.support.processes import REPO, free_port
 
-PLAYBOOKS = REPO / "playbooks"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 LOCAL_INVENTORY = PLAYBOOKS / "inventories" / "local"
 # The load balancer's backend and runtime socket, as its role names them (one owner).
-_LB_DEFAULTS = yaml.safe_load((PLAYBOOKS / "roles" / "loadbalancer" / "defaults" / "main.yml").read_text())
+_LB_DEFAULTS = yaml.safe_load((ROLES / "loadbalancer" / "defaults" / "main.yml").read_text())
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 RELEASE_V1, RELEASE_V2, RELEASE_BROKEN = "0.90.1", "0.90.2", "0.90.3"
@@ -133,6 +133,23 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
             done.write_text(json.dumps({v: str(w) for v, w in built.wheels.items()}))
         wheels = {version: Path(wheel) for version, wheel in json.loads(done.read_text()).items()}
     return Releases(work / "wheelhouse", wheels)
+
+
+def run_on_localhost(
+    playbook: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """A throwaway play (written by the test) on localhost over the local connection, under the
+    project's ansible.cfg, from the play's directory."""
+    config = {"ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", *args, str(playbook)],
+        env={**os.environ, **config, **(env or {})},
+        cwd=playbook.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @dataclass

@@ -11,22 +11,20 @@ that each target role's entry points are validated, and fail with Ansible's mess
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.playbooks.conftest import run_on_localhost
 from tests.support.ansible_yaml import PLAYBOOKS, ROLES, role_specs, tasks, yaml_files
 from tests.support.processes import REPO
 
 ROLE_NAMES = sorted(path.name for path in ROLES.iterdir() if (path / "tasks").is_dir())
 TARGET_ROLES = [role for role in ROLE_NAMES if role.startswith("target_")]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 INCLUDES = ("ansible.builtin.include_role", "ansible.builtin.import_role")
 
 
@@ -139,18 +137,9 @@ def _include(role: str, entry: str, variables: dict[str, Any], **extra: Any) -> 
 def _run(tmp_path: Path, name: str, play: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
     path = tmp_path / f"{name}.yml"
     path.write_text(yaml.safe_dump(play, sort_keys=False))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     # --tags always: the validation task Ansible prepends is tagged always, the role's own
     # tasks are not, so only the validation runs (no deployment needed).
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "--tags", "always", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
+    return run_on_localhost(path, "--tags", "always")
 
 
 @pytest.mark.slow

@@ -4,13 +4,12 @@ warning, when it is not. Real ansible-playbook runs of a one-task probe on local
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.playbooks.conftest import ANSIBLE_PLAYBOOK, PLAYBOOKS
+from tests.playbooks.conftest import run_on_localhost
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +29,7 @@ def _probe(tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.Comp
     playbook = tmp_path / "probe.yml"
     playbook.write_text(_PROBE)
     # No ansible_python_interpreter: the one in ansible.cfg is what an inventory gets by default.
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-v", "-i", "localhost,", "-c", "local", str(playbook)],
-        env={**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_on_localhost(playbook, "-v", env=env)
 
 
 def test_modules_run_in_mitogens_interpreter(tmp_path: Path) -> None:
