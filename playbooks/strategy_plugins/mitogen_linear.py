@@ -18,6 +18,7 @@ from ansible.utils.display import Display
 try:
     import ansible_mitogen.loaders  # before .strategy, as Mitogen's own entry does
     import ansible_mitogen.strategy
+    from ansible_mitogen.affinity import Policy
 except ImportError:
     Display().warning(
         "Mitogen is not installed: running Ansible's linear strategy (slower, same results). "
@@ -25,6 +26,11 @@ except ImportError:
     )
     StrategyModule = LinearStrategy
 else:
+    # No CPU pinning. Mitogen pins its multiplexer to CPU 0 and the controller, its workers and
+    # every process they start to the other CPUs, and children inherit the mask: the services a
+    # runbook starts (supervisord, the gateways, haproxy) would run on one CPU of a 2-CPU host,
+    # and never on CPUs 0-1 of a bigger one. The base Policy pins nothing.
+    ansible_mitogen.affinity.policy = Policy()
 
     class StrategyModule(ansible_mitogen.strategy.StrategyMixin, LinearStrategy):
         pass

@@ -1,9 +1,12 @@
 """The runbooks' strategy (playbooks/strategy_plugins/mitogen_linear.py, named by ansible.cfg):
 modules run in Mitogen's interpreter when Mitogen is installed, and in Ansible's own way, with a
-warning, when it is not. Real ansible-playbook runs of a one-task probe on localhost."""
+warning, when it is not; either way, what a task starts may run on every CPU. Real
+ansible-playbook runs of a two-task probe on localhost."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -21,6 +24,9 @@ _PROBE = """
   tasks:
     - name: The command module's parent
       ansible.builtin.shell: "tr '\\\\0' ' ' < /proc/$PPID/cmdline"
+      changed_when: false
+    - name: The CPUs a process started by a task may run on
+      ansible.builtin.command: grep Cpus_allowed_list /proc/self/status
       changed_when: false
 """
 
@@ -48,3 +54,23 @@ def test_without_mitogen_the_run_is_ansibles_linear_with_a_warning(tmp_path: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Mitogen is not installed" in done.stdout + done.stderr
     assert "(mitogen:" not in done.stdout
+
+
+def test_what_a_task_starts_may_run_on_every_cpu(tmp_path: Path) -> None:
+    """Mitogen pins its processes to CPUs, and children inherit the mask: on a 2-CPU host every
+    service a runbook started (supervisord, the gateways, haproxy) shared one CPU."""
+    done = _probe(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # -v shows the task's stdout quoted: the tab after the colon is written "\\t".
+    allowed = re.search(r"Cpus_allowed_list:(?:\\t|\s)*([0-9][0-9,-]*)", done.stdout)
+    assert allowed, done.stdout
+    assert _cpu_set(allowed.group(1)) == os.sched_getaffinity(0)
+
+
+def _cpu_set(listed: str) -> set[int]:
+    """'0-3,6' -> {0, 1, 2, 3, 6} (the kernel's list format)."""
+    cpus: set[int] = set()
+    for part in listed.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
