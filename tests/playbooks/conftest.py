@@ -33,8 +33,11 @@ from tests.support.processes import REPO, free_port
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 LOCAL_INVENTORY = PLAYBOOKS / "inventories" / "local"
-# The load balancer's backend and runtime socket, as its role names them (one owner).
+# The load balancer's runtime socket and supervisord's config, as their roles name them (one owner).
 _LB_DEFAULTS = yaml.safe_load((ROLES / "loadbalancer" / "defaults" / "main.yml").read_text())
+_SERVICE_DEFAULTS = yaml.safe_load((ROLES / "service" / "defaults" / "main.yml").read_text())
+# What every ansible-playbook run of the tests adds to the environment: the project's config.
+_ANSIBLE_ENV = {"ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 RELEASE_V1, RELEASE_V2, RELEASE_BROKEN = "0.90.1", "0.90.2", "0.90.3"
@@ -140,10 +143,9 @@ def run_on_localhost(
 ) -> subprocess.CompletedProcess:
     """A throwaway play (written by the test) on localhost over the local connection, under the
     project's ansible.cfg, from the play's directory."""
-    config = {"ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", *args, str(playbook)],
-        env={**os.environ, **config, **(env or {})},
+        env={**os.environ, **_ANSIBLE_ENV, **(env or {})},
         cwd=playbook.parent,
         capture_output=True,
         text=True,
@@ -211,7 +213,7 @@ class Deployment:
         for key, value in extra.items():
             cmd += ["-e", json.dumps({key: value})]
         cmd += list(args)
-        env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        env = {**os.environ, **_ANSIBLE_ENV}
         done = subprocess.run(
             cmd, cwd=PLAYBOOKS, env=env, capture_output=True, text=True, timeout=self.run_timeout
         )
@@ -237,9 +239,27 @@ class Deployment:
             [str(self.root / "bin" / "gateway"), *args], capture_output=True, text=True, env=env, timeout=60
         )
 
+    def _under_root(self, role_default: str) -> str:
+        """A role default written under {{ gateway_root }}, for this deployment."""
+        return role_default.replace("{{ gateway_root }}", str(self.root))
+
     @property
     def lb_socket(self) -> str:
-        return _LB_DEFAULTS["lb_socket"].replace("{{ gateway_root }}", str(self.root))
+        return self._under_root(_LB_DEFAULTS["lb_socket"])
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return Path(self._under_root(_SERVICE_DEFAULTS["service_supervisor_conf"]))
+
+    def supervisorctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """supervisorctl against the deployment's supervisord (not checked: callers read the result)."""
+        return subprocess.run(
+            ["supervisorctl", "-c", str(self.supervisor_conf), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def lb_servers(self) -> dict[str, str]:
         """haproxy backend server -> status (UP, DOWN, MAINT, ...), from its runtime API."""
@@ -274,9 +294,8 @@ class Deployment:
         return events[-limit:]
 
     def stop(self) -> None:
-        conf = self.root / "etc" / "supervisord.conf"
-        if conf.exists():
-            subprocess.run(["supervisorctl", "-c", str(conf), "shutdown"], capture_output=True, timeout=60)
+        if self.supervisor_conf.exists():
+            self.supervisorctl("shutdown")
 
 
 @pytest.fixture(scope="session")

@@ -49,17 +49,12 @@ def test_the_offline_release_is_installed_by_uv(deployed: Deployment) -> None:
 def test_the_services_may_run_on_every_cpu(deployed: Deployment) -> None:
     """supervisord and the instances it runs are not pinned to the CPUs the deploying
     ansible-playbook ran on (test_strategy.py: Mitogen's pinning is off)."""
-    conf = str(deployed.root / "etc" / "supervisord.conf")
     programs = ["", *(f"gateway-{instance['name']}" for instance in deployed.instances)]
     for program in programs:  # "" asks supervisorctl for supervisord's own pid
-        pid = subprocess.run(
-            ["supervisorctl", "-c", conf, "pid", *([program] if program else [])],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.strip()
-        assert os.sched_getaffinity(int(pid)) == os.sched_getaffinity(0), program or "supervisord"
+        answer = deployed.supervisorctl("pid", *([program] if program else []))
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+        pid = int(answer.stdout.strip())
+        assert os.sched_getaffinity(pid) == os.sched_getaffinity(0), program or "supervisord"
 
 
 def test_second_run_changes_nothing(deployed: Deployment) -> None:

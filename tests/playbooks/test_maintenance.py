@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -303,16 +302,11 @@ def test_a_webhook_that_never_answers_does_not_block_the_restore(deployment: Dep
     assert instance_versions(deployment) == {RELEASE_V1}
 
 
-def _supervisorctl(deployment: Deployment, *args: str) -> None:
-    conf = deployment.root / "etc" / "supervisord.conf"
-    subprocess.run(["supervisorctl", "-c", str(conf), *args], capture_output=True, timeout=120, check=False)
-
-
 def test_upgrade_refuses_an_unhealthy_gateway(deployment: Deployment, webhook: RecordingWebhook) -> None:
     webhook.posts.clear()
     backups = set((deployment.root / "backups").iterdir())
     stopped = deployment.instances[1]
-    _supervisorctl(deployment, "stop", f"gateway-{stopped['name']}")
+    deployment.supervisorctl("stop", f"gateway-{stopped['name']}", timeout=120)
     try:
         refused = deployment.run(
             "upgrade.yml", gateway_wheel=str(deployment.releases.wheels[RELEASE_V2]), **_notify(webhook)
@@ -330,7 +324,7 @@ def test_upgrade_refuses_an_unhealthy_gateway(deployment: Deployment, webhook: R
         forced = deployment.ok("upgrade.yml", gateway_version=RELEASE_V1, maintenance_refuse_unhealthy=False)
         assert f"UNHEALTHY: {stopped['name']} is not ready" in _flat(forced.output)
     finally:
-        _supervisorctl(deployment, "start", f"gateway-{stopped['name']}")
+        deployment.supervisorctl("start", f"gateway-{stopped['name']}", timeout=120)
 
 
 def test_upgrade_refuses_an_elevated_error_rate(deployment: Deployment) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 
 import httpx
@@ -23,12 +22,7 @@ pytestmark = pytest.mark.slow
 
 def _supervised(deployment: Deployment) -> dict[str, str]:
     """gateway-* program -> state, as supervisorctl reports it."""
-    done = subprocess.run(
-        ["supervisorctl", "-c", str(deployment.root / "etc" / "supervisord.conf"), "status"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = deployment.supervisorctl("status")
     return {
         line.split()[0]: line.split()[1] for line in done.stdout.splitlines() if line.startswith("gateway-")
     }

@@ -38,8 +38,14 @@ def _probe(tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.Comp
     return run_on_localhost(playbook, "-v", env=env)
 
 
-def test_modules_run_in_mitogens_interpreter(tmp_path: Path) -> None:
-    done = _probe(tmp_path)
+@pytest.fixture(scope="module")
+def mitogen_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess:
+    """One probe run with Mitogen, read by the tests that do not change its environment."""
+    return _probe(tmp_path_factory.mktemp("probe"))
+
+
+def test_modules_run_in_mitogens_interpreter(mitogen_run: subprocess.CompletedProcess) -> None:
+    done = mitogen_run
     assert done.returncode == 0, done.stdout + done.stderr
     assert "(mitogen:" in done.stdout
     assert "Mitogen is not installed" not in done.stdout + done.stderr
@@ -56,10 +62,10 @@ def test_without_mitogen_the_run_is_ansibles_linear_with_a_warning(tmp_path: Pat
     assert "(mitogen:" not in done.stdout
 
 
-def test_what_a_task_starts_may_run_on_every_cpu(tmp_path: Path) -> None:
+def test_what_a_task_starts_may_run_on_every_cpu(mitogen_run: subprocess.CompletedProcess) -> None:
     """Mitogen pins its processes to CPUs, and children inherit the mask: on a 2-CPU host every
     service a runbook started (supervisord, the gateways, haproxy) shared one CPU."""
-    done = _probe(tmp_path)
+    done = mitogen_run
     assert done.returncode == 0, done.stdout + done.stderr
     # -v shows the task's stdout quoted: the tab after the colon is written "\\t".
     allowed = re.search(r"Cpus_allowed_list:(?:\\t|\s)*([0-9][0-9,-]*)", done.stdout)
