@@ -11,13 +11,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.playbooks.conftest import ANSIBLE_PLAYBOOK
 from tests.support.processes import REPO
 
-ANSIBLE_LINT = REPO / ".venv" / "bin" / "ansible-lint"
+# Installed beside ansible-playbook, in the venv that runs the suite.
+ANSIBLE_LINT = ANSIBLE_PLAYBOOK.parent / "ansible-lint"
 
 
 def _ansible_lint(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """ansible-lint as `make ansible-lint` runs it: the .ansible-lint in cwd is the config."""
+    """ansible-lint with the .ansible-lint in cwd as its config, as `make ansible-lint` finds it."""
     return subprocess.run(
         [str(ANSIBLE_LINT), "--offline", "--nocolor", *args],
         cwd=cwd,
