@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -53,7 +53,9 @@ from gateway_app.request_log import Attempt, RequestLogWriter, RequestRecord, ca
 from gateway_app.response_cache import CACHE_PROVIDER, ZERO_PRICE, Lookup, ResponseCache
 from gateway_app.routing import ModelEntry, Route, Router
 from gateway_app.stream_usage import StreamRelay, ask_for_usage
-from gateway_app.telemetry import RequestTracer
+
+if TYPE_CHECKING:
+    from gateway_app.telemetry_sdk import RequestTracer
 
 log = logging.getLogger("gateway.proxy")
 access_log = logging.getLogger("gateway.access")

@@ -12,9 +12,7 @@ import logging
 import math
 import time
 
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
-
+from gateway_app import redis_client
 from gateway_app.config import RateLimitSettings
 from gateway_app.http import HTTPError
 from gateway_app.keys import KeyIdentity
@@ -68,9 +66,8 @@ class RedisRateLimiter:
         self.refused = 0
         self.errors = 0
         self._last_warning = 0.0
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=_REDIS_TIMEOUT_SECONDS, socket_connect_timeout=_REDIS_TIMEOUT_SECONDS
-        )
+        self._redis = redis_client.connect(url, _REDIS_TIMEOUT_SECONDS)
+        self._errors = redis_client.errors()
 
     async def check(self, identity: KeyIdentity) -> None:
         now = time.time()
@@ -80,7 +77,7 @@ class RedisRateLimiter:
                 pipe.incr(name)
                 pipe.expire(name, _WINDOW_SECONDS * 2)
                 count, _ = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             self.errors += 1
             if now - self._last_warning > _WARN_EVERY_SECONDS:
                 self._last_warning = now

@@ -45,9 +45,8 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
+from gateway_app import redis_client
 from gateway_app.config import GatewaySettings, ModelCacheSettings, ResponseCacheSettings
 from gateway_app.http import Receive, Scope, Send, header
 from gateway_app.pricing import Price
@@ -228,7 +227,8 @@ class RedisStore:
         self._timeout = timeout
         self._skip_until = 0.0
         self._last_warning = 0.0
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._redis = redis_client.connect(url, timeout)
+        self._errors = redis_client.errors()
 
     @staticmethod
     def name(model: str, key: str) -> str:
@@ -246,7 +246,7 @@ class RedisStore:
             # The socket timeouts bound each read and connect; this bounds the whole command.
             async with asyncio.timeout(self._timeout * 3):
                 return True, await command
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._errors as exc:
             self.errors += 1
             self._skip_until = time.monotonic() + _REDIS_RETRY_SECONDS
             if now - self._last_warning > _WARN_EVERY_SECONDS:
@@ -270,11 +270,7 @@ class RedisStore:
     async def flush(self, models: Iterable[str] | None) -> int:
         """SCAN + UNLINK of every entry (or a model's): one step waits at most 5 s, the whole 60 s."""
         patterns = [f"{REDIS_PREFIX}*"] if models is None else [self.name(m, "*") for m in models]
-        admin = aioredis.Redis.from_url(
-            self._url,
-            socket_timeout=_REDIS_ADMIN_TIMEOUT_SECONDS,
-            socket_connect_timeout=_REDIS_ADMIN_TIMEOUT_SECONDS,
-        )
+        admin = redis_client.connect(self._url, _REDIS_ADMIN_TIMEOUT_SECONDS)
         deleted = 0
         try:
             async with asyncio.timeout(_FLUSH_DEADLINE_SECONDS):
@@ -287,7 +283,7 @@ class RedisStore:
                             batch = []
                     if batch:
                         deleted += await admin.unlink(*batch)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._errors as exc:
             raise CacheUnavailable(
                 f"Redis did not complete the flush ({type(exc).__name__}: {exc}); {deleted} entries "
                 "were deleted before it stopped; run it again"

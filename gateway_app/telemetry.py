@@ -16,32 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind, Status, StatusCode
-
-from gateway_app import __version__
 from gateway_app.config import ServerSettings
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
     from gateway_app.metrics import RequestMetrics
-    from gateway_app.request_log import RequestRecord
     from gateway_app.routing import Router
+    from gateway_app.telemetry_sdk import RequestTracer
 
 log = logging.getLogger("gateway.telemetry")
 
-_EXPORT_TIMEOUT_SECONDS = 3.0
 _PROBE_TIMEOUT_SECONDS = 1.0
 _PROBE_EVERY_SECONDS = 30.0
 _SHUTDOWN_WAIT_SECONDS = 5.0
@@ -58,43 +47,11 @@ def _host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)
 
 
-class RequestTracer:
-    """One span per sampled request, made after the request ended (off the response path)."""
-
-    def __init__(self, provider: TracerProvider, ratio: float):
-        self._tracer = provider.get_tracer("gateway_app", __version__)
-        self._ratio = ratio
-
-    def record(self, record: RequestRecord, seconds: float) -> None:
-        if random.random() >= self._ratio:
-            return
-        end = time.time_ns()
-        span = self._tracer.start_span(
-            f"{record.operation} {record.model or ''}".strip(),
-            kind=SpanKind.SERVER,
-            start_time=end - int(seconds * 1e9),
-            attributes={
-                "gateway.request_id": record.request_id,
-                "gateway.operation": record.operation,
-                "gen_ai.request.model": record.model or "",
-                "gateway.provider": record.provider or "",
-                "gen_ai.response.model": record.upstream_model or "",
-                "http.response.status_code": record.status_code,
-                "gateway.attempts": len(record.attempts),
-                "gateway.stream": record.stream,
-            },
-        )
-        if record.status_code >= 500:
-            span.set_status(Status(StatusCode.ERROR, record.error_code or ""))
-        span.end(end_time=end)
-
-
 class Telemetry:
     def __init__(self, settings: ServerSettings, metrics: RequestMetrics, router: Router):
         self._settings = settings
         self._metrics = metrics
         self._router = router
-        self._resource = Resource.create({"service.name": "llm-gateway", "service.version": __version__})
         self._tracer_provider: TracerProvider | None = None
         self._meter_provider: MeterProvider | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -109,53 +66,24 @@ class Telemetry:
     def start(self) -> None:
         """Builds exporters (no network I/O here) and starts the background reachability probe."""
         s = self._settings
+        metrics_endpoint = s.otel_metrics_endpoint or s.otel_endpoint
+        if not metrics_endpoint:  # neither endpoint set (a trace endpoint is the metrics' default)
+            return
+        # The SDK and its OTLP exporters take ~0.2 s to import: only gateways that export pay it.
+        from gateway_app import telemetry_sdk
+
         if s.otel_endpoint:
             self.targets["traces"] = _signal_url(s.otel_endpoint, "/v1/traces")
-            self._tracer_provider = TracerProvider(resource=self._resource)
-            self._tracer_provider.add_span_processor(
-                BatchSpanProcessor(
-                    OTLPSpanExporter(endpoint=self.targets["traces"], timeout=_EXPORT_TIMEOUT_SECONDS)
-                )
-            )
-            self.tracer = RequestTracer(self._tracer_provider, s.otel_sample_ratio)
-        metrics_endpoint = s.otel_metrics_endpoint or s.otel_endpoint
+            self._tracer_provider = telemetry_sdk.tracer_provider(self.targets["traces"])
+            self.tracer = telemetry_sdk.RequestTracer(self._tracer_provider, s.otel_sample_ratio)
         if metrics_endpoint:
             self.targets["metrics"] = _signal_url(metrics_endpoint, "/v1/metrics")
-            reader = PeriodicExportingMetricReader(
-                OTLPMetricExporter(endpoint=self.targets["metrics"], timeout=_EXPORT_TIMEOUT_SECONDS)
+            self._meter_provider = telemetry_sdk.meter_provider(
+                self.targets["metrics"], self._metrics, self._router
             )
-            self._meter_provider = MeterProvider(resource=self._resource, metric_readers=[reader])
-            self._instruments(self._meter_provider)
         if self.enabled:
             self.status = dict.fromkeys(self.targets, "not probed yet")
             self._probe = asyncio.create_task(self._probe_loop(), name="otel-probe")
-
-    def _instruments(self, provider: MeterProvider) -> None:
-        meter = provider.get_meter("gateway_app", __version__)
-        m = self._metrics
-
-        def requests(options: CallbackOptions) -> list[Observation]:
-            names = ("operation", "model", "provider", "upstream_model", "status_class")
-            return [Observation(n, dict(zip(names, k, strict=True))) for k, n in list(m.requests.items())]
-
-        def in_flight(options: CallbackOptions) -> list[Observation]:
-            return [Observation(m.in_flight)]
-
-        def tokens(options: CallbackOptions) -> list[Observation]:
-            return [Observation(n, {"model": k[0], "kind": k[1]}) for k, n in list(m.tokens.items())]
-
-        def circuits(options: CallbackOptions) -> list[Observation]:
-            return [
-                Observation(r.health.state_code, {"route": r.key, "provider": r.provider_name})
-                for r in list(self._router.routes_by_key.values())
-            ]
-
-        meter.create_observable_counter("gateway.requests", [requests], description="API requests answered")
-        meter.create_observable_up_down_counter("gateway.requests.in_flight", [in_flight])
-        meter.create_observable_counter("gateway.tokens", [tokens], description="Tokens used")
-        meter.create_observable_gauge(
-            "gateway.circuit.state", [circuits], description="0 closed, 1 half-open, 2 open"
-        )
 
     async def _probe_loop(self) -> None:
         warned: set[str] = set()
