@@ -10,6 +10,7 @@
 #     dockerd refuses overlay2) vfs:
 #     on vfs every container start and build step copies the whole image (here 6 s against
 #     0.5 s per `docker run` on an idle machine, minutes on a busy one).
+#   - One run at a time (flock on $ENGINE_LOCK, as root): concurrent callers wait, then reuse.
 #   - local/python:3.11-bookworm: debootstrap --variant=minbase bookworm from the mirror apt
 #     uses, python3 + venv + CA certificates, imported with `docker import`.
 set -euo pipefail
@@ -17,6 +18,9 @@ set -euo pipefail
 BASE_IMAGE="${BASE_IMAGE:-local/python:3.11-bookworm}"
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 ENGINE_WAIT_SECONDS="${ENGINE_WAIT_SECONDS:-60}"
+# One run at a time per machine (below); a waiting run gives up after this many seconds.
+ENGINE_LOCK="${ENGINE_LOCK:-/run/lock/gateway-docker-engine.lock}"
+ENGINE_LOCK_WAIT_SECONDS="${ENGINE_LOCK_WAIT_SECONDS:-600}"
 # dockerd's default --data-root: where the storage driver keeps images and containers.
 DOCKER_DATA_ROOT=/var/lib/docker
 
@@ -69,6 +73,19 @@ start_engine() {
     sleep 1
   done
 }
+
+# Concurrent runs (pytest-xdist workers on a new machine) queue here, then reuse the engine and
+# base image the first one made: otherwise each starts a dockerd and runs its own debootstrap.
+# Without root this script changes nothing, so it takes no lock.
+if is_root; then
+  mkdir -p "$(dirname "$ENGINE_LOCK")"
+  exec 9>"$ENGINE_LOCK"
+  if ! flock -w "$ENGINE_LOCK_WAIT_SECONDS" 9; then
+    say "another run of this script has held $ENGINE_LOCK for ${ENGINE_LOCK_WAIT_SECONDS}s (starting" \
+      "the engine or building $BASE_IMAGE); wait for it (see $DOCKERD_LOG), then run this again"
+    exit 2
+  fi
+fi
 
 need=()
 for pkg in docker.io docker-compose debootstrap; do

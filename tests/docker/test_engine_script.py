@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 from pathlib import Path
 
@@ -19,6 +21,28 @@ def test_reuses_the_running_engine_and_the_base_image(docker_engine: None) -> No
     assert f"base image {d.BASE_IMAGE} present: reusing it" in run.stderr
     assert DOCKERD_PIDFILE.read_text().strip() == pid_before
     assert d.image_build.image_id(d.BASE_IMAGE) == base_before
+
+
+def test_runs_one_at_a_time_and_a_run_that_waits_too_long_says_why(
+    docker_engine: None, tmp_path: Path
+) -> None:
+    # On a new machine several pytest-xdist workers call the script at once: one builds, the
+    # others queue on the lock and then reuse what it built.
+    lock = tmp_path / "engine.lock"
+    env = {**os.environ, "ENGINE_LOCK": str(lock), "ENGINE_LOCK_WAIT_SECONDS": "1"}
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a first run, still building
+        waited = subprocess.run(
+            ["bash", str(d.ENGINE_SCRIPT)], capture_output=True, text=True, env=env, timeout=60
+        )
+    assert waited.returncode == 2, waited.stderr
+    assert f"another run of this script has held {lock} for 1s" in waited.stderr
+    assert "reusing it" not in waited.stderr  # it did nothing while the first run held the lock
+    after = subprocess.run(
+        ["bash", str(d.ENGINE_SCRIPT)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert after.returncode == 0, after.stderr
+    assert f"base image {d.BASE_IMAGE} present: reusing it" in after.stderr
 
 
 def test_without_root_it_prints_the_command_to_run_and_fails() -> None:
