@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from gateway_app.keys import generate_key
-from tests.support.processes import FakeUpstreamProcess, GatewayProcess, free_port, run_cli
+from tests.support.processes import FakeUpstreamProcess, GatewayProcess, free_port, refused_port, run_cli
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", "postgres"]
@@ -176,3 +176,10 @@ def module_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launch
     launch = Launcher(tmp_path_factory.mktemp("processes"))
     yield launch
     launch.stop_all()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port nothing listens on for the whole test (tests.support.processes.refused_port)."""
+    with refused_port() as port:
+        yield port

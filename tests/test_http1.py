@@ -30,7 +30,6 @@ from gateway_app.config import ProviderSettings
 from gateway_app.providers.base import UpstreamError
 from gateway_app.providers.http1 import READ_LIMIT
 from gateway_app.providers.openai_compat import OpenAICompatProvider
-from tests.support.processes import free_port
 
 HOST = "127.0.0.1"
 BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -363,9 +362,9 @@ def test_pool_never_opens_more_than_max_connections(run) -> None:
     run(main())
 
 
-def test_connect_refused_fails_fast_as_a_connect_error(run) -> None:
+def test_connect_refused_fails_fast_as_a_connect_error(run, closed_port) -> None:
     async def main() -> None:
-        client = provider(f"http://127.0.0.1:{free_port()}/v1")
+        client = provider(f"http://127.0.0.1:{closed_port}/v1")
         started = time.monotonic()
         with pytest.raises(UpstreamError) as caught:
             await client.open("chat", BODY, 5)

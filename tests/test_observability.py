@@ -9,7 +9,7 @@ import httpx
 
 from tests.conftest import BASE_ENV, SEED_KEY, base_config
 from tests.support.otlp_collector import OTLPCollectorStub
-from tests.support.processes import free_port, run_cli, wait_until
+from tests.support.processes import run_cli, wait_until
 
 AUTH = {"Authorization": f"Bearer {SEED_KEY}"}
 
@@ -68,10 +68,10 @@ def test_redis_limit_is_shared_by_replicas(module_db_url, launcher) -> None:
     _assert_limited(models(first, key))
 
 
-def test_unreachable_collector_is_a_warning_only(tmp_path, launcher) -> None:
+def test_unreachable_collector_is_a_warning_only(tmp_path, launcher, closed_port) -> None:
     db = tmp_path / "otel.db"
     config = base_config(f"sqlite:///{db}")
-    config["server"]["otel_endpoint"] = f"http://127.0.0.1:{free_port()}"
+    config["server"]["otel_endpoint"] = f"http://127.0.0.1:{closed_port}"
     config["server"]["otel_sample_ratio"] = 1.0
     gateway = launcher.gateway(config, env={"OTEL_BSP_SCHEDULE_DELAY": "100"})
     ready = httpx.get(gateway.url + "/readyz")

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SEED_KEY, base_config
 from tests.support.admin import bearer, login
-from tests.support.processes import free_port, wait_until
+from tests.support.processes import refused_port, wait_until
 
 OPEN_SECONDS = 2.0
 THRESHOLD = 3
@@ -37,13 +37,15 @@ def _provider(name: str, url: str) -> dict:
     }
 
 
-def resilience_config(db_url: str, a_url: str, b_url: str, open_seconds: float = OPEN_SECONDS) -> dict:
+def resilience_config(
+    db_url: str, a_url: str, b_url: str, down_port: int, open_seconds: float = OPEN_SECONDS
+) -> dict:
     config = base_config(db_url)
     config["server"]["request_timeout_seconds"] = 5
     config["providers"] += [
         _provider("a", a_url),
         _provider("b", b_url),
-        _provider("down", f"http://127.0.0.1:{free_port()}/v1"),
+        _provider("down", f"http://127.0.0.1:{down_port}/v1"),
     ]
     config["models"] += [
         {
@@ -75,12 +77,13 @@ def resilience_config(db_url: str, a_url: str, b_url: str, open_seconds: float =
 def stack(module_db_url, module_launcher):
     a = module_launcher.upstream()
     b = module_launcher.upstream()
-    first = module_launcher.gateway(resilience_config(module_db_url, a.url, b.url))
-    # The second replica waits long before probing, so only an admin reset can close its circuits.
-    second = module_launcher.gateway(
-        resilience_config(module_db_url, a.url, b.url, open_seconds=600), seed=False
-    )
-    return first, second, a, b
+    with refused_port() as down_port:  # provider "down": nothing listens there, for the whole module
+        first = module_launcher.gateway(resilience_config(module_db_url, a.url, b.url, down_port))
+        # The second replica waits long before probing, so only an admin reset can close its circuits.
+        second = module_launcher.gateway(
+            resilience_config(module_db_url, a.url, b.url, down_port, open_seconds=600), seed=False
+        )
+        yield first, second, a, b
 
 
 @pytest.fixture

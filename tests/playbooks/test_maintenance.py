@@ -34,7 +34,7 @@ from tests.playbooks.conftest import (
     sqlite_connect,
     sqlite_tables,
 )
-from tests.support.processes import free_port
+from tests.support.processes import free_port, refused_port
 
 pytestmark = pytest.mark.slow
 
@@ -95,14 +95,15 @@ def webhook() -> Iterator[RecordingWebhook]:
 
 
 @pytest.fixture(scope="module")
-def deployment(deployment_factory: Any) -> Deployment:
+def deployment(deployment_factory: Any) -> Iterator[Deployment]:
     # No collector listens there: every instance logs that it is unreachable at startup.
-    deployed = deployment_factory(gateway_otel_endpoint=f"http://127.0.0.1:{free_port()}")
-    # A failed upgrade with a restore runs two rolling restarts and two rounds of checks:
-    # on a loaded machine that took more than the default 10 minutes.
-    deployed.run_timeout = 1800
-    deployed.ok("deploy.yml", gateway_wheel=str(deployed.releases.wheels[RELEASE_V1]))
-    return deployed
+    with refused_port() as collector_port:
+        deployed = deployment_factory(gateway_otel_endpoint=f"http://127.0.0.1:{collector_port}")
+        # A failed upgrade with a restore runs two rolling restarts and two rounds of checks:
+        # on a loaded machine that took more than the default 10 minutes.
+        deployed.run_timeout = 1800
+        deployed.ok("deploy.yml", gateway_wheel=str(deployed.releases.wheels[RELEASE_V1]))
+        yield deployed
 
 
 def _notify(webhook: RecordingWebhook) -> dict[str, Any]:
