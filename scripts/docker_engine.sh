@@ -57,7 +57,8 @@ dockerd_cmd() { DOCKERD_CMD=(dockerd --iptables=false --bridge=none --storage-dr
 # the probe accepted but dockerd refuses still ends on vfs; exits 2 when it never answers.
 start_engine() {
   say "starting ${DOCKERD_CMD[*]} (log: $DOCKERD_LOG)"
-  nohup "${DOCKERD_CMD[@]}" >>"$DOCKERD_LOG" 2>&1 &
+  # 9>&-: the engine outlives this script and must not inherit (and so hold) the run lock.
+  nohup "${DOCKERD_CMD[@]}" >>"$DOCKERD_LOG" 2>&1 9>&- &
   dockerd_pid=$!
   deadline=$((SECONDS + ENGINE_WAIT_SECONDS))
   until engine_answers; do

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.support import docker as d
 
 DOCKERD_PIDFILE = Path("/var/run/docker.pid")
+# The script's default run lock, read from the script (its one owner).
+ENGINE_LOCK = Path(
+    re.search(r'ENGINE_LOCK="\$\{ENGINE_LOCK:-([^}]+)\}"', d.ENGINE_SCRIPT.read_text()).group(1)
+)
 
 
 def test_reuses_the_running_engine_and_the_base_image(docker_engine: None) -> None:
@@ -21,6 +28,14 @@ def test_reuses_the_running_engine_and_the_base_image(docker_engine: None) -> No
     assert f"base image {d.BASE_IMAGE} present: reusing it" in run.stderr
     assert DOCKERD_PIDFILE.read_text().strip() == pid_before
     assert d.image_build.image_id(d.BASE_IMAGE) == base_before
+    # Nothing the script started (the engine above all) keeps its run lock: the next run proceeds.
+    with ENGINE_LOCK.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.fail(
+                f"{ENGINE_LOCK} is still held after the script exited (an engine it started inherited it?)"
+            )
 
 
 def test_runs_one_at_a_time_and_a_run_that_waits_too_long_says_why(
