@@ -1,7 +1,7 @@
 """Connections to the gateway's Redis (rate limits, response cache), imported on first use.
 
 redis-py pulls in OpenTelemetry's SDK when it is imported (``redis.observability``): about
-0.15 s of CPU at every gateway and operator CLI start. Most gateways have no Redis, so the
+0.15 s of CPU at every gateway start. Most gateways have no Redis, so the
 import waits until one is configured.
 """
 

@@ -76,14 +76,12 @@ class Telemetry:
             self.targets["traces"] = _signal_url(s.otel_endpoint, "/v1/traces")
             self._tracer_provider = telemetry_sdk.tracer_provider(self.targets["traces"])
             self.tracer = telemetry_sdk.RequestTracer(self._tracer_provider, s.otel_sample_ratio)
-        if metrics_endpoint:
-            self.targets["metrics"] = _signal_url(metrics_endpoint, "/v1/metrics")
-            self._meter_provider = telemetry_sdk.meter_provider(
-                self.targets["metrics"], self._metrics, self._router
-            )
-        if self.enabled:
-            self.status = dict.fromkeys(self.targets, "not probed yet")
-            self._probe = asyncio.create_task(self._probe_loop(), name="otel-probe")
+        self.targets["metrics"] = _signal_url(metrics_endpoint, "/v1/metrics")
+        self._meter_provider = telemetry_sdk.meter_provider(
+            self.targets["metrics"], self._metrics, self._router
+        )
+        self.status = dict.fromkeys(self.targets, "not probed yet")
+        self._probe = asyncio.create_task(self._probe_loop(), name="otel-probe")
 
     async def _probe_loop(self) -> None:
         warned: set[str] = set()
